@@ -32,7 +32,8 @@ setup(
     zip_safe=True,
     maintainer='i2p_registration developers',
     maintainer_email='i2p-registration@example.com',
-    description='Online camera-to-LiDAR localization and multiview LiDAR pose-graph synchronization.',
+    description=('Online camera-to-LiDAR localization and multiview LiDAR pose-graph '
+                 'synchronization.'),
     license='Apache-2.0',
     extras_require={'test': ['pytest']},
     entry_points={

@@ -1,4 +1,5 @@
-"""Test-session setup shared by every test.
+"""
+Test-session setup shared by every test.
 
 Anything that starts ROS here must stay on this machine and not see other runs, so the ROS
 environment is fixed once for the whole pytest session, before any test imports rclpy, and is
@@ -37,7 +38,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture
 def rclpy_context():
-    """A fresh rclpy context for one test, shut down afterwards."""
+    """Give one test a fresh rclpy context, shut down afterwards."""
     rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (run make setup)')
     context = rclpy.context.Context()
     rclpy.init(context=context)
@@ -49,7 +50,7 @@ def rclpy_context():
 
 @pytest.fixture
 def real_data_dir():
-    """The folder of real camera + LiDAR samples; the test skips where it is absent."""
+    """Return the folder of real camera + LiDAR samples; skip the test where it is absent."""
     if not os.path.isdir(REAL_DATA_DIR):
         pytest.skip(f'real sensor samples not found at {REAL_DATA_DIR}')
     return REAL_DATA_DIR

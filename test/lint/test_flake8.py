@@ -17,7 +17,8 @@ import os
 import pytest
 
 ament_flake8_main = pytest.importorskip(
-    'ament_flake8.main', reason='ament_flake8 is not installed (make setup installs it)').main_with_errors
+    'ament_flake8.main',
+    reason='ament_flake8 is not installed (make setup installs it)').main_with_errors
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-BLOCK_ROS_AND_IMPORT_CORE = textwrap.dedent('''
+BLOCK_ROS_AND_IMPORT_CORE = textwrap.dedent("""
     import importlib
     import importlib.abc
     import pkgutil
@@ -30,7 +30,7 @@ BLOCK_ROS_AND_IMPORT_CORE = textwrap.dedent('''
     leaked = sorted(m for m in sys.modules
                     if m.split('.')[0] == 'rclpy' or m.split('.')[0].endswith('_msgs'))
     print(len(names), 'modules', 'blocked:', finder.blocked, 'leaked:', leaked)
-''')
+""")
 
 
 def test_core_imports_with_every_ros_module_blocked():

@@ -1,9 +1,8 @@
 """Tests of the sensor containers: camera model algebra and frame validation."""
 
+from i2p_registration.core.sensors import CameraModel, CloudFrame, ImageFrame
 import numpy as np
 import pytest
-
-from i2p_registration.core.sensors import CameraModel, CloudFrame, ImageFrame
 
 K = np.array([[721.5, 0.0, 609.6], [0.0, 721.5, 172.9], [0.0, 0.0, 1.0]])
 
