@@ -73,8 +73,8 @@ class CameraModel:
 
     @property
     def is_distorted(self) -> bool:
-        """Whether the lens model has a non-zero distortion coefficient."""
-        return self.distortion_model != 'none' and bool(np.any(self.D != 0))
+        """Whether the lens is not a plain pinhole (any fisheye, or non-zero coefficients)."""
+        return self.distortion_model == 'equidistant' or bool(np.any(self.D != 0))
 
     def scaled(self, sx: float, sy: float | None = None) -> 'CameraModel':
         """

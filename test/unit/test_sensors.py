@@ -36,6 +36,8 @@ def test_cropped_camera_shifts_the_principal_point():
     assert crop.size == (512, 160)
     np.testing.assert_array_equal(crop.D, camera.D)
     assert crop.is_distorted and not CameraModel(K, 10, 10).is_distorted
+    assert not CameraModel(K, 10, 10, 'plumb_bob', [0, 0, 0, 0]).is_distorted
+    assert CameraModel(K, 10, 10, 'equidistant', [0, 0, 0, 0]).is_distorted
 
 
 @pytest.mark.parametrize('kwargs, message', [
