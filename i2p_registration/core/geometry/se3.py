@@ -81,7 +81,9 @@ def transform_points(T, points) -> np.ndarray:
         raise ValueError(f'points must have shape (N, 3) or (..., N, 3), got {pts.shape}')
     dtype = pts.dtype if np.issubdtype(pts.dtype, np.floating) else np.float64
     p = pts.astype(np.float64, copy=False)
-    out = p @ np.swapaxes(T[..., :3, :3], -1, -2) + T[..., None, :3, 3]
+    # einsum, not matmul: (N, 3) x (3, 3) through BLAS spends more time starting threads than
+    # computing (3-4x slower for 0.5M points on a loaded 2-core machine).
+    out = np.einsum('...ij,...nj->...ni', T[..., :3, :3], p) + T[..., None, :3, 3]
     return out.astype(dtype, copy=False)
 
 
