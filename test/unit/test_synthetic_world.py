@@ -1,6 +1,5 @@
 """Synthetic world: config validation, determinism, street plan, ray casting, textures."""
 
-import time
 
 from i2p_registration.data.streets import Warp
 from i2p_registration.data.synth_config import load_synth_config, SMALL_OVERRIDES
@@ -116,10 +115,9 @@ def test_value_noise_range_and_smoothness():
     assert np.abs(np.diff(n)).max() < 0.02      # continuous at 1 cm steps
 
 
-def test_default_world_builds_fast():
-    t0 = time.perf_counter()
+def test_default_world_is_detailed():
+    # its build time is measured by benchmarks/synthetic.py, not asserted here
     world = World.generate(load_synth_config().world, 0)
-    assert time.perf_counter() - t0 < 5.0
     assert world.n_triangles > 20000
 
 
