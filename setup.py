@@ -38,6 +38,7 @@ setup(
     extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
+            'i2p-eval = i2p_registration.training.evaluate:main',
             'i2p-synth = i2p_registration.tools.synth:main',
         ],
     },

@@ -12,6 +12,7 @@ imports this module as ``common`` and ends with :func:`write_results`, which wri
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -88,6 +89,17 @@ def figure(name: str, value: float, unit: str, better: str, target: float | None
             'target': target, 'meets': meets, 'baseline': baseline}
 
 
+def finite_or_none(value):
+    """Return ``value`` with every non-finite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 def write_results(name: str, config: dict, figures: list[dict],
                   results_dir: str = RESULTS_DIR) -> str:
     """
@@ -103,6 +115,6 @@ def write_results(name: str, config: dict, figures: list[dict],
     result = {'benchmark': name, 'git': git_revision(), 'machine': machine_description(),
               'config': config, 'figures': figures}
     with open(path, 'w') as f:
-        json.dump(result, f, indent=2)
+        json.dump(finite_or_none(result), f, indent=2, allow_nan=False)
         f.write('\n')
     return path

@@ -1,0 +1,166 @@
+"""
+The classical ``edge`` method: LiDAR depth-discontinuity points onto image edges.
+
+Stages (timed under these names): ``image_features`` (rectified working image, edge cost
+pyramid), ``lidar_features`` (depth edges, z-buffer occluders), ``search`` (optional global
+hypothesis search), ``refine`` (robust coarse-to-fine LM of the best candidates), ``score``.
+The score is the edge-strength-weighted share of visible edge points whose projection lies
+within ``inlier_px`` working pixels of an image edge; the inlier ratio is the same share
+unweighted.
+"""
+
+from __future__ import annotations
+
+from i2p_registration.core.preprocess import frustum_mask, range_mask, voxel_downsample
+from i2p_registration.core.registration.base import (Prior, Registrar, RegistrationFailure,
+                                                     RegistrationResult, StageTimer, Status)
+from i2p_registration.core.registration.image_edges import cost_pyramid, EdgeDetector, rectify
+from i2p_registration.core.registration.lidar_edges import depth_edges
+from i2p_registration.core.registration.refine import edge_residuals, EdgeRefiner
+from i2p_registration.core.registration.search import PoseSearch
+from i2p_registration.core.sensors import CloudFrame, ImageFrame
+import numpy as np
+
+
+class EdgeRegistrar(Registrar):
+    """
+    Edge alignment of one image and one scan.
+
+    :param detector: image edge detector.
+    :param refiner: the LM refinement, or None to return the search result as is.
+    :param search: global search around the prior, or None to refine from the prior directly.
+    :param default_prior: used when ``register`` gets no prior (e.g. the nominal extrinsic);
+        without either, registration fails with that reason.
+    :param max_width: working image width cap, pixels.
+    :param pyramid_levels: cost pyramid levels.
+    :param truncation: distance truncation, pixels of each level.
+    :param min_range: scan points nearer than this are ignored, metres.
+    :param max_range: scan points farther than this are ignored, metres.
+    :param max_edge_points: edge points kept (strongest first when more are found).
+    :param occluder_voxel: voxel size of the z-buffer occluders, metres.
+    :param candidates: search hypotheses refined; the best refined score wins.
+    :param inlier_px: inlier bound of the score, working pixels.
+    :param min_score: below this score the status is ``low_confidence``.
+    """
+
+    name = 'edge'
+
+    def __init__(self, detector: EdgeDetector, refiner: EdgeRefiner | None = None,
+                 search: PoseSearch | None = None, default_prior: Prior | None = None,
+                 max_width: int = 960, pyramid_levels: int = 3, truncation: float = 10.0,
+                 min_range: float = 1.0, max_range: float = 80.0, max_edge_points: int = 4000,
+                 occluder_voxel: float = 0.2, candidates: int = 3, inlier_px: float = 2.0,
+                 min_score: float = 0.2):
+        if not isinstance(detector, EdgeDetector):
+            raise ValueError(f'detector must be an EdgeDetector, got {type(detector).__name__}')
+        if refiner is not None and not isinstance(refiner, EdgeRefiner):
+            raise ValueError(f'refiner must be an EdgeRefiner or None, got '
+                             f'{type(refiner).__name__}')
+        if search is not None and not isinstance(search, PoseSearch):
+            raise ValueError(f'search must be a PoseSearch or None, got {type(search).__name__}')
+        if refiner is None and search is None:
+            raise ValueError('edge alignment needs a search, a refiner or both')
+        if default_prior is not None and not isinstance(default_prior, Prior):
+            raise ValueError('default_prior must be a Prior or None')
+        self.detector, self.refiner, self.search = detector, refiner, search
+        self.default_prior = default_prior
+        self.max_width, self.pyramid_levels = int(max_width), int(pyramid_levels)
+        self.truncation = float(truncation)
+        self.min_range, self.max_range = float(min_range), float(max_range)
+        self.max_edge_points, self.occluder_voxel = int(max_edge_points), float(occluder_voxel)
+        self.candidates, self.inlier_px = int(candidates), float(inlier_px)
+        self.min_score = float(min_score)
+
+    def _register(self, image: ImageFrame, cloud: CloudFrame, prior: Prior | None,
+                  timer: StageTimer) -> RegistrationResult:
+        prior = prior if prior is not None else self.default_prior
+        if prior is None:
+            raise RegistrationFailure('edge alignment needs a prior T_cam_lidar (an initial '
+                                      'guess); none was given and no default is configured')
+        with timer('image_features'):
+            gray, K = rectify(image, self.max_width)
+            pyramid = cost_pyramid(gray, K, self.detector, self.pyramid_levels, self.truncation)
+            if all(not np.any(f.cost < f.truncation) for f in pyramid):
+                raise RegistrationFailure('no edges in the image (uniform or blank image)')
+        with timer('lidar_features'):
+            points, weights, occluders = self._lidar_features(cloud, image, prior)
+        with timer('search'):
+            if self.search is not None:
+                starts, _ = self.search.search(pyramid, points, weights, prior)
+                starts = starts[:self.candidates if self.refiner is not None else 1]
+            else:
+                starts = prior.T_cam_lidar[None]
+        with timer('refine'):
+            best = self._refine(pyramid, points, weights, occluders, starts, prior)
+        with timer('score'):
+            T, covariance, converged = best
+            score, inliers, count = self._score(pyramid, points, weights, occluders, T)
+        status, reason = Status.OK, ''
+        if count < 1:
+            raise RegistrationFailure('no edge points in view at the estimate')
+        if score < self.min_score:
+            status = Status.LOW_CONFIDENCE
+            reason = f'score {score:.2f} below {self.min_score:.2f}'
+        elif not converged:
+            status = Status.LOW_CONFIDENCE
+            reason = 'refinement reached its iteration limit without converging'
+        return RegistrationResult(T, covariance, score, inliers, status, reason, self.name,
+                                  timer.timings)
+
+    def _lidar_features(self, cloud: CloudFrame, image: ImageFrame, prior: Prior):
+        """Return edge points ``(M, 3)`` float64, weights ``(M,)`` and occluders ``(K, 3)``."""
+        keep = range_mask(cloud.points, self.min_range, self.max_range)
+        cloud = cloud.select(keep)
+        edges = depth_edges(cloud.points, cloud.ring)
+        if len(edges) == 0:
+            raise RegistrationFailure('no depth edges in the scan (no discontinuities found)')
+        points, weight = edges.points, edges.weight.astype(np.float64)
+        if self.search is None or np.all(prior.rotation_range < np.radians(30.0)):
+            # Only points that the prior's uncertainty can bring into view matter.
+            camera = image.camera
+            reach = np.max(prior.rotation_range) + np.max(prior.translation_range) / 5.0
+            margin = camera.K[0, 0] * np.tan(min(reach, 1.2)) + 0.05 * camera.width
+            in_view = frustum_mask(points, prior.T_cam_lidar, camera, margin)
+            points, weight = points[in_view], weight[in_view]
+            if len(points) == 0:
+                raise RegistrationFailure('no LiDAR edge points in the camera view at the prior')
+        if len(points) > self.max_edge_points:
+            # Strongest first; ties keep scan order, so the choice is deterministic.
+            strongest = np.argsort(-weight, kind='stable')[:self.max_edge_points]
+            points, weight = points[strongest], weight[strongest]
+        occluders = cloud.points[voxel_downsample(cloud.points, self.occluder_voxel)]
+        return points, weight, occluders.astype(np.float64)
+
+    def _refine(self, pyramid, points, weights, occluders, starts, prior):
+        """Refine each start; return ``(T, covariance, converged)`` of the best score."""
+        if self.refiner is None:
+            return starts[0], np.full((6, 6), np.nan), True
+        best, best_score, failures = None, -np.inf, []
+        for T0 in starts:
+            try:
+                outcome = self.refiner.refine(
+                    pyramid, points, weights, occluders, T0, prior.T_cam_lidar,
+                    np.concatenate([prior.translation_range, prior.rotation_range]))
+            except RegistrationFailure as failure:
+                failures.append(str(failure))
+                continue
+            score, _, _ = self._score(pyramid, points, weights, occluders, outcome.lm.T)
+            if score > best_score:
+                best = (outcome.lm.T, outcome.lm.covariance, outcome.lm.converged)
+                best_score = score
+        if best is None:
+            raise RegistrationFailure(failures[0])
+        return best
+
+    def _score(self, pyramid, points, weights, occluders, T):
+        """Return the weighted inlier share, the inlier ratio and the visible count at ``T``."""
+        if self.refiner is not None:
+            mask = self.refiner.visible(pyramid[0], points, occluders, T)
+        else:
+            mask = np.ones(len(points), dtype=bool)
+        if not mask.any():
+            return 0.0, 0.0, 0
+        cost, _, _ = edge_residuals(pyramid[0], points[mask], weights[mask], T, False)
+        inlier = cost * pyramid[0].scale < self.inlier_px
+        score = float(np.sum(weights[mask] * inlier) / max(np.sum(weights[mask]), 1e-12))
+        return score, float(np.mean(inlier)), int(mask.sum())

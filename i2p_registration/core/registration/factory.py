@@ -1,0 +1,53 @@
+"""
+Build a registrar from the ``registration`` config section (``method``, ``refine``, ``device``).
+
+Classes take explicit arguments; this is the one place that reads the configuration names.
+"""
+
+from __future__ import annotations
+
+from i2p_registration.core.registration.base import Prior, RefinedRegistrar, Registrar
+from i2p_registration.core.registration.edge import EdgeRegistrar
+from i2p_registration.core.registration.image_edges import get_edge_detector
+from i2p_registration.core.registration.kernels import get_kernel
+from i2p_registration.core.registration.refine import EdgeRefiner
+from i2p_registration.core.registration.search import get_search, resolve_device
+
+METHODS = ('edge',)
+
+
+def get_refiner(kernel: str = 'huber', kernel_scale: float = 2.0) -> Registrar:
+    """Return the edge refinement stage alone (no search): it follows any method."""
+    return EdgeRegistrar(get_edge_detector('canny'), EdgeRefiner(get_kernel(kernel, kernel_scale)))
+
+
+def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto',
+                  search: str | None = '6dof', edge_detector: str = 'canny',
+                  kernel: str = 'huber', kernel_scale: float = 2.0,
+                  default_prior: Prior | None = None, min_score: float = 0.2) -> Registrar:
+    """
+    Return the registrar for ``registration.method`` and ``registration.refine``.
+
+    :param method: ``'edge'`` (learned methods join ``METHODS`` when they exist).
+    :param refine: follow the method by robust LM edge refinement.
+    :param device: ``'auto'`` (CUDA when present), ``'cpu'`` or ``'cuda'``; resolved here, once.
+    :param search: global search mode of ``edge`` (``'planar'``, ``'6dof'``) or None.
+    :param edge_detector: ``'canny'`` or ``'gradient'``.
+    :param kernel: robust kernel of the refinement: ``'none'``, ``'huber'``, ``'cauchy'``.
+    :param kernel_scale: kernel scale in pixels.
+    :param default_prior: prior used when ``register`` gets none.
+    :param min_score: score under which results are ``low_confidence``.
+    """
+    if method not in METHODS:
+        raise ValueError(f'unknown or unavailable registration method {method!r}, expected one '
+                         f'of {METHODS}')
+    torch_device = resolve_device(device)
+    refiner = EdgeRefiner(get_kernel(kernel, kernel_scale)) if refine else None
+    pose_search = get_search(search, torch_device) if search is not None else None
+    if refiner is None and pose_search is None:
+        raise ValueError('edge registration needs refine=True or a search mode')
+    return EdgeRegistrar(get_edge_detector(edge_detector), refiner, pose_search, default_prior,
+                         min_score=min_score)
+
+
+__all__ = ['get_refiner', 'get_registrar', 'METHODS', 'RefinedRegistrar']

@@ -1,0 +1,175 @@
+"""Tests of the edge method: known answers, robustness, covariance, bad inputs, the factory."""
+
+from i2p_registration.core.geometry import make_transform, so3_exp
+from i2p_registration.core.metrics import rre_geodesic, rte
+from i2p_registration.core.registration.base import Prior, RegistrationResult, Status
+from i2p_registration.core.registration.edge import EdgeRegistrar
+from i2p_registration.core.registration.factory import get_registrar
+from i2p_registration.core.registration.image_edges import CannyEdges, cost_field
+from i2p_registration.core.registration.kernels import get_kernel
+from i2p_registration.core.registration.lidar_edges import depth_edges
+from i2p_registration.core.registration.refine import EdgeRefiner
+from i2p_registration.core.sensors import CloudFrame, ImageFrame
+import numpy as np
+import pytest
+from test_registration_scene import make_scene, T_CAM_LIDAR
+
+K = np.array([[400.0, 0, 319.5], [0, 400.0, 239.5], [0, 0, 1]])
+
+
+def _segments_scene(seed=0, n_segments=40, per_segment=60):
+    """Return 3D points on random segments (LiDAR frame) and a field of their GT projection."""
+    rng = np.random.default_rng(seed)
+    a = np.stack([rng.uniform(6, 25, n_segments), rng.uniform(-8, 8, n_segments),
+                  rng.uniform(-1.5, 2, n_segments)], 1)
+    b = a + rng.normal(0, 1.5, (n_segments, 3))
+    t = np.linspace(0, 1, per_segment)[None, :, None]
+    points = (a[:, None] + (b - a)[:, None] * t).reshape(-1, 3)
+    # Rasterize the ground-truth projections 4x finer, then pool: edges to a quarter pixel.
+    p = points @ T_CAM_LIDAR[:3, :3].T + T_CAM_LIDAR[:3, 3]
+    dense = np.concatenate([a[:, None] + (b - a)[:, None] * np.linspace(0, 1, 2000)[None, :, None]
+                            ]).reshape(-1, 3) @ T_CAM_LIDAR[:3, :3].T + T_CAM_LIDAR[:3, 3]
+    uv = dense[:, :2] / dense[:, 2:] @ K[:2, :2].T + K[:2, 2]
+    edges = np.zeros((480, 640), bool)
+    ok = (dense[:, 2] > 0.5) & np.all((uv >= 0) & (uv < [639.5, 479.5]), 1)
+    iu = np.round(uv[ok]).astype(int)
+    edges[iu[:, 1], iu[:, 0]] = True
+    keep = (p[:, 2] > 0.5)
+    return points[keep], cost_field(edges, K, 10.0, 0.7, 1.0)
+
+
+def _perturbed(rng, deg, metres):
+    P = make_transform(so3_exp(np.radians(rng.uniform(-deg, deg, 3))),
+                       rng.uniform(-metres, metres, 3))
+    return P @ T_CAM_LIDAR
+
+
+def test_refiner_recovers_the_pose_from_noise_free_edges():
+    points, field = _segments_scene()
+    refiner = EdgeRefiner(get_kernel('huber', 2.0), occlusion_cell=0, max_iterations=60)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        T0 = _perturbed(rng, 1.0, 0.1)
+        out = refiner.refine([field], points, np.ones(len(points)), points[:0], T0)
+        assert out.lm.converged
+        # From 1 deg / 10 cm to the rasterization limit of the edge map (about a tenth of a
+        # pixel, 0.015 deg at f = 400 px).
+        assert rre_geodesic(out.lm.T, T_CAM_LIDAR) < 0.1
+        assert rte(out.lm.T, T_CAM_LIDAR) < 0.025
+
+
+def test_robust_kernels_withstand_outlier_edge_points():
+    points, field = _segments_scene(seed=1)
+    rng = np.random.default_rng(1)
+    outliers = np.stack([rng.uniform(6, 25, 600), rng.uniform(-8, 8, 600),
+                         rng.uniform(-1.5, 2, 600)], 1)
+    mixed = np.concatenate([points, outliers])
+    T0 = _perturbed(rng, 1.0, 0.1)
+    errors = {}
+    for name in ('none', 'huber', 'cauchy'):
+        refiner = EdgeRefiner(get_kernel(name, 1.0), occlusion_cell=0, max_iterations=60)
+        out = refiner.refine([field], mixed, np.ones(len(mixed)), mixed[:0], T0)
+        errors[name] = (rre_geodesic(out.lm.T, T_CAM_LIDAR), rte(out.lm.T, T_CAM_LIDAR))
+    assert errors['cauchy'][0] < 0.1 and errors['cauchy'][1] < 0.02
+    assert errors['huber'][0] < 0.2
+    assert errors['none'][0] > errors['cauchy'][0]
+
+
+def test_covariance_shrinks_with_more_points():
+    points, field = _segments_scene(seed=2)
+    refiner = EdgeRefiner(get_kernel('huber', 2.0), occlusion_cell=0)
+    T0 = _perturbed(np.random.default_rng(2), 0.5, 0.05)
+    single = refiner.refine([field], points, np.ones(len(points)), points[:0], T0)
+    double = refiner.refine([field], np.concatenate([points, points]),
+                            np.ones(2 * len(points)), points[:0], T0)
+    ratio = np.diag(double.lm.covariance) / np.diag(single.lm.covariance)
+    np.testing.assert_allclose(ratio, 0.5, rtol=0.1)
+    assert np.all(np.linalg.eigvalsh(single.lm.covariance) > 0)
+
+
+@pytest.fixture(scope='module')
+def scene():
+    return make_scene(seed=0)
+
+
+def test_register_refines_the_board_scene(scene):
+    registrar = EdgeRegistrar(CannyEdges(), EdgeRefiner(get_kernel('huber', 2.0)))
+    rng = np.random.default_rng(5)
+    rot, trans = [], []
+    for _ in range(4):
+        P = make_transform(so3_exp(np.radians(rng.uniform(-3, 3, 3))), rng.uniform(-0.3, 0.3, 3))
+        result = registrar.register(scene.image, scene.cloud, Prior(scene.T_cam_lidar @ P))
+        assert result.status != Status.FAILED, result.reason
+        rot.append(rre_geodesic(result.T_cam_lidar, scene.T_cam_lidar))
+        trans.append(rte(result.T_cam_lidar, scene.T_cam_lidar))
+        assert result.score > 0.8 and 0.0 <= result.inlier_ratio <= 1.0
+        assert set(result.timings) >= {'image_features', 'lidar_features', 'refine', 'total'}
+        assert result.covariance.shape == (6, 6) and np.all(np.isfinite(result.covariance))
+    assert np.median(rot) < 0.4 and np.median(trans) < 0.08
+
+
+def test_depth_edges_are_foreground_silhouettes(scene):
+    edges = depth_edges(scene.cloud.points, scene.cloud.ring)
+    r = np.linalg.norm(scene.cloud.points[edges.index], axis=1)
+    # Boards stand 5-25 m away in front of a wall at 45 m: every depth edge is on a board.
+    assert len(edges) > 100 and r.max() < 30.0
+    assert np.all((edges.weight > 0) & (edges.weight <= 1))
+    np.testing.assert_allclose(np.linalg.norm(edges.points, axis=1), r, rtol=1e-6)
+
+
+def _failed(result: RegistrationResult, words: str):
+    assert result.status == Status.FAILED
+    assert words in result.reason
+    assert np.all(np.isnan(result.T_cam_lidar)) and np.all(np.isnan(result.covariance))
+    assert not result.ok and 'total' in result.timings
+
+
+def test_bad_inputs_fail_with_a_reason(scene):
+    registrar = EdgeRegistrar(CannyEdges(), EdgeRefiner(get_kernel('huber', 2.0)))
+    prior = Prior(scene.T_cam_lidar)
+    empty = CloudFrame(np.zeros((0, 3), np.float32), 0, 'lidar')
+    _failed(registrar.register(scene.image, empty, prior), 'empty cloud')
+    nan_points = scene.cloud.points.copy()
+    nan_points[5] = np.nan
+    _failed(registrar.register(scene.image, CloudFrame(nan_points, 0, 'lidar'), prior), 'NaN')
+    _failed(registrar.register(scene.image, scene.cloud, None), 'needs a prior')
+    _failed(registrar.register(scene.image, scene.cloud, Prior(np.full((4, 4), np.nan))), 'NaN')
+    backwards = scene.T_cam_lidar @ make_transform(so3_exp([0, 0, np.pi]), np.zeros(3))
+    _failed(registrar.register(scene.image, scene.cloud, Prior(backwards)), 'in the camera view')
+    blank = ImageFrame(np.full_like(scene.image.image, 90), 0, 'camera', scene.image.camera)
+    _failed(registrar.register(blank, scene.cloud, prior), 'no edges in the image')
+    flat = CloudFrame(np.array([[10.0, y, 0.0] for y in np.linspace(-2, 2, 50)], np.float32),
+                      0, 'lidar')
+    _failed(registrar.register(scene.image, flat, prior), 'no depth edges')
+
+
+def test_edges_out_of_reach_make_a_singular_system(scene):
+    corner = np.zeros_like(scene.image.image)
+    corner[:6, :6] = 255       # the only image edge, far from every projected LiDAR edge
+    image = ImageFrame(corner, 0, 'camera', scene.image.camera)
+    registrar = EdgeRegistrar(CannyEdges(), EdgeRefiner(get_kernel('huber', 2.0)),
+                              pyramid_levels=1)
+    _failed(registrar.register(image, scene.cloud, Prior(scene.T_cam_lidar)), 'singular')
+
+
+def test_wrong_types_are_programming_errors(scene):
+    registrar = EdgeRegistrar(CannyEdges(), EdgeRefiner(get_kernel('huber', 2.0)))
+    with pytest.raises(ValueError, match='ImageFrame'):
+        registrar.register(scene.image.image, scene.cloud, None)
+    with pytest.raises(ValueError, match='Prior'):
+        registrar.register(scene.image, scene.cloud, np.eye(4))
+    with pytest.raises(ValueError, match='EdgeDetector'):
+        EdgeRegistrar('canny')
+    with pytest.raises(ValueError, match='search, a refiner'):
+        EdgeRegistrar(CannyEdges())
+
+
+def test_factory_builds_from_config_names():
+    registrar = get_registrar('edge', refine=True, device='cpu')
+    assert isinstance(registrar, EdgeRegistrar) and registrar.search is not None
+    assert registrar.refiner is not None and registrar.name == 'edge'
+    assert get_registrar('edge', refine=True, device='auto', search=None).search is None
+    with pytest.raises(ValueError, match='unknown or unavailable'):
+        get_registrar('ray')
+    with pytest.raises(ValueError, match='device'):
+        get_registrar('edge', device='tpu')
