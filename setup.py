@@ -40,6 +40,7 @@ setup(
         'console_scripts': [
             'i2p-eval = i2p_registration.training.evaluate:main',
             'i2p-synth = i2p_registration.tools.synth:main',
+            'registration_node = i2p_registration.nodes.registration_node:main',
         ],
     },
 )
