@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 import difflib
 import fnmatch
 import functools
+import math
 import numbers
 import typing
 from typing import Any, Mapping, TypeVar
+
+from i2p_registration.core.geometry.rotations import so3_exp
+import numpy as np
 
 NS_PER_S = 1_000_000_000
 _META_KEY = 'i2p_parameter'
@@ -295,6 +299,84 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+_HALF_PI = round(math.pi / 2, 6)
+
+
+@dataclass(frozen=True)
+class PriorConfig(_Section):
+    """
+    The initial guess of the camera pose in the cloud frame, ``T_lidar_cam``.
+
+    x, y, z in metres and roll, pitch, yaw in radians about fixed axes
+    (``R = Rz(yaw) Ry(pitch) Rx(roll)``): the numbers ``static_transform_publisher`` takes. The
+    defaults are a forward-looking camera optical frame at the LiDAR origin (optical z along
+    LiDAR x).
+    """
+
+    x: float = _param(0.0, 'prior camera position along the cloud frame x [m]',
+                      min_value=-1000.0, max_value=1000.0)
+    y: float = _param(0.0, 'prior camera position along the cloud frame y [m]',
+                      min_value=-1000.0, max_value=1000.0)
+    z: float = _param(0.0, 'prior camera position along the cloud frame z [m]',
+                      min_value=-1000.0, max_value=1000.0)
+    roll: float = _param(-_HALF_PI, 'prior camera roll about the cloud frame x [rad]',
+                         min_value=-7.0, max_value=7.0)
+    pitch: float = _param(0.0, 'prior camera pitch about the cloud frame y [rad]',
+                          min_value=-7.0, max_value=7.0)
+    yaw: float = _param(-_HALF_PI, 'prior camera yaw about the cloud frame z [rad]',
+                        min_value=-7.0, max_value=7.0)
+    translation_range: float = _param(0.5, 'half-width of the search around the prior on '
+                                      'each axis [m]', min_value=0.0, max_value=100.0)
+    rotation_range: float = _param(0.0873, 'half-width of the search around the prior on each '
+                                   'axis [rad]', min_value=0.0, max_value=3.1416)
+
+    @property
+    def T_lidar_cam(self) -> np.ndarray:
+        """Return the prior camera pose in the cloud frame, ``(4, 4)`` float64."""
+        return transform_from_xyz_rpy(self.x, self.y, self.z, self.roll, self.pitch, self.yaw)
+
+
+@dataclass(frozen=True)
+class CalibrationConfig(_Section):
+    """The running extrinsic estimate of ``output.mode: calibration``."""
+
+    window: int = _param(30, 'registrations averaged', min_value=1, max_value=10000)
+    min_inliers: int = _param(10, 'agreeing registrations needed before publishing (at most '
+                              'calibration.window)', min_value=1, max_value=10000)
+    max_translation: float = _param(0.2, 'inlier bound: distance to the mean [m]',
+                                    min_value=1e-6, max_value=100.0)
+    max_rotation: float = _param(0.05, 'inlier bound: angle to the mean [rad]',
+                                 min_value=1e-6, max_value=3.1416)
+    converged_translation: float = _param(0.01, 'largest standard error of the mean '
+                                          'translation to publish [m]',
+                                          min_value=1e-6, max_value=100.0)
+    converged_rotation: float = _param(0.002, 'largest standard error of the mean rotation to '
+                                       'publish [rad]', min_value=1e-6, max_value=3.1416)
+    update_translation: float = _param(0.01, 'republish when the estimate moved more than this '
+                                       '[m]', min_value=1e-6, max_value=100.0)
+    update_rotation: float = _param(0.002, 'republish when the estimate turned more than this '
+                                    '[rad]', min_value=1e-6, max_value=3.1416)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.min_inliers > self.window:
+            raise ValueError(f'parameter calibration.min_inliers ({self.min_inliers}) must not '
+                             f'exceed calibration.window ({self.window})')
+
+
+def transform_from_xyz_rpy(x: float, y: float, z: float, roll: float, pitch: float,
+                           yaw: float) -> np.ndarray:
+    """
+    Return the ``(4, 4)`` float64 transform of a translation and fixed-axis roll, pitch, yaw.
+
+    ``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)`` (radians), translation in metres.
+    """
+    T = np.eye(4)
+    T[:3, :3] = so3_exp([0.0, 0.0, yaw]) @ so3_exp([0.0, pitch, 0.0]) @ so3_exp([roll, 0.0, 0.0])
+    T[:3, 3] = (x, y, z)
+    return T
+
+
 @dataclass(frozen=True)
 class RegistrationNodeConfig(NodeConfig):
     """Parameters of the registration node."""
@@ -305,6 +387,8 @@ class RegistrationNodeConfig(NodeConfig):
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 def parameter_specs(config_type: type = RegistrationNodeConfig) -> tuple[ParameterSpec, ...]:

@@ -25,8 +25,8 @@ A failed registration, or one with status ``low_confidence`` or a score below
 ``registration.min_score``, publishes no TF and no pose; diagnostics give the reason.
 
 The prior handed to the registrar comes from the ``prior.*`` parameters (camera pose in the cloud
-frame, see ``core/config_extras.py``). With ``topics.map`` the newest map cloud is used whatever
-its stamp (pairing policy ``latest`` without ``max_dt``).
+frame, ``PriorConfig`` in ``core/config.py``). With ``topics.map`` the newest map cloud is used
+whatever its stamp (pairing policy ``latest`` without ``max_dt``).
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 from i2p_registration.core.buffering import (LatestPolicy, make_stream_pairer, PushResult,
                                              StreamPairer, TimeBuffer)
 from i2p_registration.core.calibration_average import CalibrationAverager
-from i2p_registration.core.config import RegistrationNodeConfig
-from i2p_registration.core.config_extras import prior_from_config, RegistrationNodeExtras
+from i2p_registration.core.config import CalibrationConfig, PriorConfig, RegistrationNodeConfig
 from i2p_registration.core.geometry.se3 import inverse
 from i2p_registration.core.latency import PercentileTracker, RateTracker
 from i2p_registration.core.pose_covariance import covariance_in_parent_frame
-from i2p_registration.core.registration.base import Registrar, RegistrationResult, Status
+from i2p_registration.core.registration.base import (Prior, Registrar, RegistrationResult,
+                                                     Status)
 from i2p_registration.ros.conversions import (camera_info_to_model, cloud_to_frame,
                                               image_to_frame, matrix_to_transform,
                                               numpy_to_image)
@@ -99,16 +99,11 @@ def _sensor_qos(config: RegistrationNodeConfig) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
 
 
-def _check_configs(configs: list) -> None:
-    _, extras = configs
-    _make_averager(extras)
+def _make_prior(config: PriorConfig) -> Prior:
+    return Prior(inverse(config.T_lidar_cam), config.translation_range, config.rotation_range)
 
 
-def _make_averager(extras: RegistrationNodeExtras) -> CalibrationAverager:
-    c = extras.calibration
-    if c.min_inliers > c.window:
-        raise ValueError(f'parameter calibration.min_inliers ({c.min_inliers}) must not exceed '
-                         f'calibration.window ({c.window})')
+def _make_averager(c: CalibrationConfig) -> CalibrationAverager:
     return CalibrationAverager(c.window, c.min_inliers, c.max_translation, c.max_rotation,
                                c.converged_translation, c.converged_rotation,
                                c.update_translation, c.update_rotation)
@@ -132,15 +127,13 @@ class RegistrationNode(Node):
         self._wake = threading.Condition()
         self._worker = None
         super().__init__(node_name, **kwargs)
-        (config, extras), self._validator = declare_config_parameters(
-            self, [RegistrationNodeConfig, RegistrationNodeExtras],
-            on_change=self._on_parameters, check=_check_configs)
+        (config,), self._validator = declare_config_parameters(
+            self, [RegistrationNodeConfig], on_change=self._on_parameters)
         self._config: RegistrationNodeConfig = config
-        self._extras: RegistrationNodeExtras = extras
         self._injected = registrar is not None
         self._registrar = registrar if registrar is not None else make_default_registrar(config)
-        self._prior = prior_from_config(extras.prior)
-        self._averager = _make_averager(extras)
+        self._prior = _make_prior(config.prior)
+        self._averager = _make_averager(config.calibration)
         self._pairer = self._make_pairer(config)
         self._camera = None
         self._lock = threading.Lock()
@@ -198,15 +191,15 @@ class RegistrationNode(Node):
         return StreamPairer(LatestPolicy(None), buffer(), buffer())
 
     def _on_parameters(self, configs: list) -> None:
-        config, extras = configs
+        (config,) = configs
         with self._lock:
             if config.buffering != self._config.buffering:
                 self._pairer = self._make_pairer(config)
-            if extras.calibration != self._extras.calibration:
-                self._averager = _make_averager(extras)
-            self._prior = prior_from_config(extras.prior)
+            if config.calibration != self._config.calibration:
+                self._averager = _make_averager(config.calibration)
+            self._prior = _make_prior(config.prior)
             rebuild = not self._injected and config.registration != self._config.registration
-            self._config, self._extras = config, extras
+            self._config = config
         if rebuild:
             # Built outside the lock; the worker picks the new registrar up at its next pair.
             self._registrar = make_default_registrar(config)

@@ -7,7 +7,6 @@ import pytest
 pytest.importorskip('rclpy', reason='rclpy is not installed (run make setup)')
 
 from i2p_registration.core.config import RegistrationNodeConfig  # noqa: E402, I100
-from i2p_registration.core.config_extras import RegistrationNodeExtras  # noqa: E402
 from i2p_registration.core.geometry.se3 import inverse  # noqa: E402
 from i2p_registration.core.sensors import CameraModel, CloudFrame, ImageFrame  # noqa: E402
 from i2p_registration.ros.diagnostics import (ERROR, make_diagnostic_array,  # noqa: E402
@@ -21,7 +20,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 import yaml  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TYPES = [RegistrationNodeConfig, RegistrationNodeExtras]
+TYPES = [RegistrationNodeConfig]
 
 
 def _node(context, overrides=()):
@@ -32,8 +31,8 @@ def _node(context, overrides=()):
 def test_every_parameter_is_declared_with_its_descriptor(rclpy_context):
     node = _node(rclpy_context)
     try:
-        (config, extras), _ = declare_config_parameters(node, TYPES)
-        assert config == RegistrationNodeConfig() and extras == RegistrationNodeExtras()
+        (config,), _ = declare_config_parameters(node, TYPES)
+        assert config == RegistrationNodeConfig()
         max_dt = node.describe_parameter('buffering.max_dt')
         assert max_dt.type == ParameterType.PARAMETER_DOUBLE
         assert (max_dt.floating_point_range[0].from_value,
@@ -77,17 +76,22 @@ def test_invalid_overrides_are_refused_at_start_up(rclpy_context):
         node.destroy_node()
 
 
-def test_check_refuses_inconsistent_parameters(rclpy_context):
+def test_inconsistent_parameters_are_refused(rclpy_context):
     def check(configs):
-        calibration = configs[1].calibration
-        if calibration.min_inliers > calibration.window:
-            raise ValueError('calibration.min_inliers must not exceed calibration.window')
+        if configs[0].output.overlay and configs[0].processing.max_rate > 50.0:
+            raise ValueError('overlay needs processing.max_rate <= 50')
 
     node = _node(rclpy_context)
     try:
         declare_config_parameters(node, TYPES, check=check)
+        # a constraint of the config section itself (calibration.window is 30)
         refused = node.set_parameters([Parameter('calibration.min_inliers', value=31)])[0]
         assert not refused.successful and 'must not exceed' in refused.reason
+        # a constraint of the node's check
+        refused = node.set_parameters([Parameter('processing.max_rate', value=60.0)])[0]
+        assert not refused.successful and 'overlay needs' in refused.reason
+        accepted = node.set_parameters([Parameter('calibration.min_inliers', value=30)])[0]
+        assert accepted.successful, accepted.reason
     finally:
         node.destroy_node()
 

@@ -22,6 +22,12 @@ EXPECTED_NAMES = [
     'registration.method', 'registration.refine', 'registration.device',
     'registration.checkpoint', 'registration.min_score',
     'output.mode', 'output.parent_frame', 'output.child_frame', 'output.overlay',
+    'prior.x', 'prior.y', 'prior.z', 'prior.roll', 'prior.pitch', 'prior.yaw',
+    'prior.translation_range', 'prior.rotation_range',
+    'calibration.window', 'calibration.min_inliers', 'calibration.max_translation',
+    'calibration.max_rotation', 'calibration.converged_translation',
+    'calibration.converged_rotation', 'calibration.update_translation',
+    'calibration.update_rotation',
 ]
 
 
