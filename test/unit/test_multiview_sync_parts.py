@@ -2,6 +2,7 @@
 
 from i2p_registration.core.geometry.rotations import geodesic_angle, so3_exp
 from i2p_registration.core.multiview.graph import connected_components_of
+from i2p_registration.core.multiview.linalg import laplacian_least_squares, LaplacianSystem
 from i2p_registration.core.multiview.pruning import maximum_spanning_tree, prune_edges
 from i2p_registration.core.multiview.robust import cauchy_weights, harmonic_mean
 from i2p_registration.core.multiview.rotation_sync import (
@@ -106,3 +107,26 @@ def test_pruning_never_disconnects():
     keep = prune_edges(8, i, j, w, threshold=0.5)
     assert connected_components_of(8, i[keep], j[keep])[0] == 1
     assert keep.sum() == 7
+
+
+@pytest.mark.parametrize('n, anchor', [(2, 0), (12, 3), (40, 0), (150, 7)])
+def test_laplacian_system_matches_one_shot_least_squares(n, anchor):
+    kwargs = {'degree': 6.0} if n >= 40 else {'density': 1.0}
+    sg = make_synthetic_graph(max(n, 3), seed=n, **kwargs)
+    i, j = sg.graph.edges[:, 0], sg.graph.edges[:, 1]
+    keep = (i < n) & (j < n)
+    i, j = i[keep], j[keep]
+    rng = np.random.default_rng(n)
+    b = rng.normal(size=(len(i), 3))
+    w = rng.uniform(0.1, 1.0, len(i))
+    w[(np.arange(len(i)) % 5 == 1) & (j - i > 1)] = 0.0  # zero weights stay in the pattern
+    system = LaplacianSystem(n, i, j, anchor)
+    active = w > 0.0
+    for x_fix in (None, [1.0, -2.0, 0.5]):
+        expected = laplacian_least_squares(n, i[active], j[active], b[active], w[active],
+                                           anchor, x_fix)
+        np.testing.assert_allclose(system.solve(b, w, x_fix), expected, atol=1e-10)
+    R = sg.T_map_gt[:n, :3, :3]
+    np.testing.assert_allclose(
+        synchronize_translations(n, i, j, R, b, w, anchor, system=system),
+        synchronize_translations(n, i, j, R, b, w, anchor), atol=1e-10)

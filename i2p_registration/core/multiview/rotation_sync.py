@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .linalg import laplacian_least_squares, SpdSolver
+from .linalg import laplacian_least_squares, LaplacianSystem, SpdSolver
 from ..geometry.rotations import project_to_so3, so3_exp, so3_log
 
 # Relative shift that makes the (singular for consistent data) Laplacians factorizable.
@@ -184,7 +184,8 @@ class SpectralRotationSync:
         return V
 
 
-def rotation_gauss_newton_step(R, i, j, R_ij, weights, anchor: int = 0) -> np.ndarray:
+def rotation_gauss_newton_step(R, i, j, R_ij, weights, anchor: int = 0,
+                               system: LaplacianSystem | None = None) -> np.ndarray:
     """
     One weighted Gauss-Newton step of rotation averaging on SO(3), the anchor held.
 
@@ -202,9 +203,14 @@ def rotation_gauss_newton_step(R, i, j, R_ij, weights, anchor: int = 0) -> np.nd
     :param R_ij: ``(M, 3, 3)`` measured relative rotations.
     :param weights: ``(M,)`` non-negative weights; the positive ones must connect the graph.
     :param anchor: the node whose rotation is held.
+    :param system: a :class:`~.linalg.LaplacianSystem` of these edges and anchor, reused
+        across calls (zero-weight edges then stay in its pattern); ``None`` builds one solve.
     :return: ``(N, 3, 3)`` updated rotations.
     """
     w = np.asarray(weights, dtype=np.float64)
+    if system is not None:
+        eps = so3_log(R[system.i] @ np.asarray(R_ij) @ np.swapaxes(R[system.j], 1, 2))
+        return so3_exp(system.solve(eps, w)) @ R
     active = w > 0.0
     i = np.asarray(i, dtype=np.int64)[active]
     j = np.asarray(j, dtype=np.int64)[active]

@@ -14,11 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import connected_components_of
-from .linalg import laplacian_least_squares
+from .linalg import laplacian_least_squares, LaplacianSystem
 
 
 def synchronize_translations(n_nodes: int, i, j, R, t_ij, weights, anchor: int = 0,
-                             t_anchor=None) -> np.ndarray:
+                             t_anchor=None, system: LaplacianSystem | None = None
+                             ) -> np.ndarray:
     """
     Weighted least-squares keyframe positions given their rotations.
 
@@ -30,6 +31,8 @@ def synchronize_translations(n_nodes: int, i, j, R, t_ij, weights, anchor: int =
     :param weights: ``(M,)`` non-negative edge weights; zero-weight edges are ignored.
     :param anchor: the node whose position is held fixed.
     :param t_anchor: ``(3,)`` its position in metres (the origin when ``None``).
+    :param system: a :class:`~.linalg.LaplacianSystem` of these edges and anchor, reused
+        across calls; ``None`` builds one solve.
     :return: ``(N, 3)`` positions ``t_map_i`` in metres.
     :raises ValueError: when the positive-weight edges do not connect all nodes.
     """
@@ -42,5 +45,8 @@ def synchronize_translations(n_nodes: int, i, j, R, t_ij, weights, anchor: int =
     if connected_components_of(n_nodes, i, j)[0] != 1:
         raise ValueError('translation synchronization needs a connected graph of '
                          'positive-weight edges')
+    if system is not None:
+        b = np.einsum('mab,mb->ma', np.asarray(R)[system.i], np.asarray(t_ij, dtype=np.float64))
+        return system.solve(b, w, t_anchor)
     b = np.einsum('mab,mb->ma', np.asarray(R)[i], np.asarray(t_ij, dtype=np.float64)[active])
     return laplacian_least_squares(n_nodes, i, j, b, w[active], anchor, t_anchor)
