@@ -38,8 +38,12 @@ setup(
     extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
+            'i2p-demo = i2p_registration.tools.demo:main',
             'i2p-eval = i2p_registration.training.evaluate:main',
+            'i2p-play = i2p_registration.tools.play:main',
+            'i2p-replay = i2p_registration.tools.replay:main',
             'i2p-synth = i2p_registration.tools.synth:main',
+            'multiview_node = i2p_registration.nodes.multiview_node:main',
             'registration_node = i2p_registration.nodes.registration_node:main',
         ],
     },
