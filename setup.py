@@ -40,9 +40,11 @@ setup(
         'console_scripts': [
             'i2p-demo = i2p_registration.tools.demo:main',
             'i2p-eval = i2p_registration.training.evaluate:main',
+            'i2p-export = i2p_registration.training.export:main',
             'i2p-play = i2p_registration.tools.play:main',
             'i2p-replay = i2p_registration.tools.replay:main',
             'i2p-synth = i2p_registration.tools.synth:main',
+            'i2p-train = i2p_registration.training.train:main',
             'multiview_node = i2p_registration.nodes.multiview_node:main',
             'registration_node = i2p_registration.nodes.registration_node:main',
         ],

@@ -80,7 +80,7 @@ def make_default_registrar(config: RegistrationNodeConfig) -> Registrar:
     from i2p_registration.core.registration.factory import get_registrar
     r = config.registration
     return get_registrar(method=r.method, refine=r.refine, device=r.device,
-                         min_score=r.min_score)
+                         min_score=r.min_score, checkpoint=r.checkpoint or None)
 
 
 def _device_of(registrar: Registrar) -> str:

@@ -194,7 +194,8 @@ def main(argv=None) -> int:
     parser.add_argument('--trials', type=int, default=20, help='perturbations per real sample')
     parser.add_argument('--max-rotation-deg', type=float, default=2.0)
     parser.add_argument('--max-translation', type=float, default=0.2)
-    parser.add_argument('--method', default='edge')
+    parser.add_argument('--method', default='edge', help='edge, ray or ray+edge')
+    parser.add_argument('--checkpoint', help='network checkpoint of --method ray / ray+edge')
     parser.add_argument('--search', default='none', choices=('none', 'planar', '6dof'))
     parser.add_argument('--kernel', default='huber', choices=('none', 'huber', 'cauchy'))
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
@@ -207,15 +208,16 @@ def main(argv=None) -> int:
     if args.kitti and args.protocol == 'same_frame' and search is None:
         search = 'planar'
     registrar = get_registrar(args.method, refine=True, device=device, search=search,
-                              kernel=args.kernel)
+                              kernel=args.kernel, checkpoint=args.checkpoint)
     if args.real:
         rows = run_real(registrar, args.real, args.samples.split(','), args.trials, args.seed,
                         args.max_rotation_deg, args.max_translation)
     else:
         rows = run_protocol(registrar, args.kitti, args.sequence, args.protocol, args.count,
                             args.seed)
-    report = {'method': registrar.name, 'search': search, 'kernel': args.kernel,
-              'device': device, 'seed': args.seed, 'source': args.real or args.kitti,
+    report = {'method': registrar.name, 'checkpoint': args.checkpoint, 'search': search,
+              'kernel': args.kernel, 'device': device, 'seed': args.seed,
+              'source': args.real or args.kitti,
               'protocol': 'real' if args.real else args.protocol,
               'summary': summarize(rows), 'pairs': rows}
     with open(args.output, 'w') as f:

@@ -5,9 +5,11 @@ from i2p_registration.core.metrics import rre_geodesic, rte
 from i2p_registration.core.registration.base import Prior, RegistrationResult, Status
 from i2p_registration.core.registration.edge import EdgeRegistrar
 from i2p_registration.core.registration.factory import get_registrar
-from i2p_registration.core.registration.image_edges import CannyEdges, cost_field
+from i2p_registration.core.registration.image_edges import (CannyEdges, cost_field,
+                                                            get_edge_detector)
 from i2p_registration.core.registration.kernels import get_kernel
-from i2p_registration.core.registration.lidar_edges import depth_edges
+from i2p_registration.core.registration.lidar_edges import (depth_edges, scan_lines,
+                                                            ScanLineError)
 from i2p_registration.core.registration.refine import EdgeRefiner
 from i2p_registration.core.sensors import CloudFrame, ImageFrame
 import numpy as np
@@ -173,3 +175,62 @@ def test_factory_builds_from_config_names():
         get_registrar('ray')
     with pytest.raises(ValueError, match='device'):
         get_registrar('edge', device='tpu')
+
+
+def _pole_scan(columns=720, rings=8, order='rings'):
+    """Return a ring-less scan: a wall at 30 m with a 0.3 m pole at 10 m and a gap (no return)."""
+    elevation = np.radians(np.linspace(-5.0, 5.0, rings))
+    azimuth = np.radians(np.linspace(-30.0, 30.0, columns))
+    el, az = np.meshgrid(elevation, azimuth, indexing='ij')
+    if order == 'columns':
+        el, az = el.T, az.T
+    el, az = el.reshape(-1), az.reshape(-1)
+    dirs = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], 1)
+    r = np.full(len(dirs), 30.0)
+    pole = np.abs(np.tan(az) * 10.0 - 1.0) < 0.15
+    r[pole] = 10.0 / np.cos(az[pole])
+    missing = np.abs(np.degrees(az) + 15.0) < 2.0        # a hole in the wall (sky)
+    return (dirs * r[:, None])[~missing].astype(np.float32), pole[~missing]
+
+
+@pytest.mark.parametrize('order', ['rings', 'columns'])
+def test_depth_edges_find_thin_poles_and_hole_borders_without_ring(order):
+    points, pole = _pole_scan(order=order)
+    edges = depth_edges(points)
+    r = np.linalg.norm(points[edges.index], axis=1)
+    # Both sides of the pole on every ring (the pole is 0.3 m wide: a few beams), and the wall
+    # points next to the hole, which count as silhouettes against an infinitely far background.
+    assert np.sum(r < 15.0) == 2 * 8
+    assert np.sum(r > 15.0) == 2 * 8
+    assert np.all(pole[edges.index[r < 15.0]])
+
+
+def test_scan_lines_of_tilted_and_unordered_scans():
+    points, _ = _pole_scan(order='columns')
+    tilt = make_transform(so3_exp(np.radians([3.0, -2.0, 1.0])), np.zeros(3))
+    tilted = points @ tilt[:3, :3].T.astype(np.float32)
+    edges = depth_edges(tilted)
+    # Lines are clustered per 2 deg azimuth sector there, and end at the sector borders: most,
+    # not all, silhouettes survive.
+    assert len(edges) >= 8 and np.sum(np.linalg.norm(edges.points, axis=1) < 15.0) >= 8
+    rng = np.random.default_rng(0)
+    with pytest.raises(ScanLineError, match='ring field'):
+        scan_lines(rng.normal(size=(3000, 3)) * 10.0)
+
+
+def test_ringless_unordered_scan_fails_with_a_reason(scene):
+    registrar = EdgeRegistrar(CannyEdges(), EdgeRefiner(get_kernel('huber', 2.0)))
+    rng = np.random.default_rng(0)
+    noise = CloudFrame((rng.normal(size=(4000, 3)) * 10.0).astype(np.float32), 0, 'lidar')
+    _failed(registrar.register(scene.image, noise, Prior(scene.T_cam_lidar)), 'ring field')
+
+
+def test_oriented_canny_keeps_edges_that_cross_the_rows():
+    image = np.zeros((100, 100), np.uint8)
+    image[:, 50:] = 200          # a vertical edge (gradient along the rows)
+    image[70:, :] = 100          # a horizontal edge (gradient along the columns)
+    all_edges = CannyEdges().detect(image)
+    oriented = CannyEdges(max_gradient_angle=np.radians(30.0)).detect(image)
+    assert all_edges[30, :].sum() >= 1 and all_edges[:, 20].sum() >= 1
+    assert oriented[30, 45:55].any() and not oriented[65:75, 20].any()
+    assert get_edge_detector('canny').max_gradient_angle == pytest.approx(np.radians(30.0))

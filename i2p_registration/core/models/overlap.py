@@ -42,8 +42,10 @@ def visible_mask(logits: torch.Tensor, threshold: float = 0.0,
     row is empty and attention over the mask is always defined).
     """
     k = max(1, min(min_visible, logits.shape[-1]))
-    top = torch.zeros_like(logits, dtype=torch.bool)
-    top.scatter_(-1, logits.topk(k, dim=-1).indices, True)
+    index = logits.topk(k, dim=-1).indices
+    # A tensor source (not a Python bool) keeps the mask traceable for TorchScript export.
+    top = torch.zeros_like(logits, dtype=torch.bool).scatter(
+        -1, index, torch.ones_like(index, dtype=torch.bool))
     return (logits > threshold) | top
 
 

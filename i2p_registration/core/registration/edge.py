@@ -15,7 +15,7 @@ from i2p_registration.core.preprocess import frustum_mask, range_mask, voxel_dow
 from i2p_registration.core.registration.base import (Prior, Registrar, RegistrationFailure,
                                                      RegistrationResult, StageTimer, Status)
 from i2p_registration.core.registration.image_edges import cost_pyramid, EdgeDetector, rectify
-from i2p_registration.core.registration.lidar_edges import depth_edges
+from i2p_registration.core.registration.lidar_edges import depth_edges, ScanLineError
 from i2p_registration.core.registration.refine import edge_residuals, EdgeRefiner
 from i2p_registration.core.registration.search import PoseSearch
 from i2p_registration.core.sensors import CloudFrame, ImageFrame
@@ -109,12 +109,17 @@ class EdgeRegistrar(Registrar):
 
     def _lidar_features(self, cloud: CloudFrame, image: ImageFrame, prior: Prior):
         """Return edge points ``(M, 3)`` float64, weights ``(M,)`` and occluders ``(K, 3)``."""
-        keep = range_mask(cloud.points, self.min_range, self.max_range)
-        cloud = cloud.select(keep)
-        edges = depth_edges(cloud.points, cloud.ring)
-        if len(edges) == 0:
+        # Edges come from the whole scan (returns beyond the range limit still tell where a
+        # silhouette ends); the edge points themselves obey the range limits.
+        try:
+            edges = depth_edges(cloud.points, cloud.ring, min_range=self.min_range)
+        except ScanLineError as error:
+            raise RegistrationFailure(str(error)) from error
+        in_range = range_mask(edges.points, self.min_range, self.max_range)
+        points, weight = edges.points[in_range], edges.weight[in_range].astype(np.float64)
+        if len(points) == 0:
             raise RegistrationFailure('no depth edges in the scan (no discontinuities found)')
-        points, weight = edges.points, edges.weight.astype(np.float64)
+        cloud = cloud.select(range_mask(cloud.points, self.min_range, self.max_range))
         if self.search is None or np.all(prior.rotation_range < np.radians(30.0)):
             # Only points that the prior's uncertainty can bring into view matter.
             camera = image.camera

@@ -18,7 +18,7 @@ from i2p_registration.core.geometry import distort
 from i2p_registration.core.sensors import CameraModel, ImageFrame
 import numpy as np
 
-EDGE_DETECTORS = ('canny', 'gradient')
+EDGE_DETECTORS = ('canny', 'canny_all', 'gradient')
 
 
 @dataclass(frozen=True)
@@ -86,20 +86,36 @@ class CannyEdges(EdgeDetector):
     :param high_quantile: the high hysteresis threshold is this quantile of the Sobel magnitude
         (the low one is half of it); adapts to contrast without tuning.
     :param blur_sigma: Gaussian blur before detection, pixels.
+    :param max_gradient_angle: keep only edges whose gradient direction lies within this
+        angle (radians) of the image rows, i.e. edges running within it of the image columns
+        (None: all edges). LiDAR depth edges are found along the laser lines, which a camera
+        roughly level with the LiDAR sees as image rows: they are silhouettes that cross the
+        rows, so image edges along the rows (lane markings, the horizon, kerbs, rails) can
+        only be false matches. Matching orientations this way is what makes the ground truth
+        the best pose on real street scenes (see ``benchmarks/registration_edge.py``).
     """
 
-    def __init__(self, high_quantile: float = 0.9, blur_sigma: float = 1.0):
+    def __init__(self, high_quantile: float = 0.9, blur_sigma: float = 1.0,
+                 max_gradient_angle: float | None = None):
         if not 0.0 < high_quantile < 1.0:
             raise ValueError(f'high_quantile must be in (0, 1), got {high_quantile}')
+        if max_gradient_angle is not None and not 0.0 < max_gradient_angle <= np.pi / 2:
+            raise ValueError(f'max_gradient_angle must be in (0, pi / 2], got '
+                             f'{max_gradient_angle}')
         self.high_quantile, self.blur_sigma = high_quantile, blur_sigma
+        self.max_gradient_angle = max_gradient_angle
 
     def detect(self, gray: np.ndarray) -> np.ndarray:
         """Return the Canny edge map (bool ``(H, W)``)."""
         img = cv2.GaussianBlur(gray, (0, 0), self.blur_sigma) if self.blur_sigma > 0 else gray
         mag = _sobel_magnitude(img)
         high = max(float(np.quantile(mag, self.high_quantile)), 1.0)
-        edges = cv2.Canny(np.ascontiguousarray(img), 0.5 * high, high, L2gradient=True)
-        return edges > 0
+        edges = cv2.Canny(np.ascontiguousarray(img), 0.5 * high, high, L2gradient=True) > 0
+        if self.max_gradient_angle is not None and self.max_gradient_angle < np.pi / 2:
+            gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
+            gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)
+            edges &= np.abs(gy) <= np.tan(self.max_gradient_angle) * np.abs(gx)
+        return edges
 
 
 class GradientEdges(EdgeDetector):
@@ -124,8 +140,16 @@ class GradientEdges(EdgeDetector):
 
 
 def get_edge_detector(name: str) -> EdgeDetector:
-    """Return the detector called ``name``: ``'canny'`` or ``'gradient'``, default settings."""
+    """
+    Return the detector called ``name`` with the settings the edge method uses.
+
+    ``'canny'`` keeps the edges that LiDAR scan-line discontinuities can match (gradient within
+    30 degrees of the image rows, see :class:`CannyEdges`); ``'canny_all'`` keeps every Canny
+    edge; ``'gradient'`` thresholds the gradient magnitude.
+    """
     if name == 'canny':
+        return CannyEdges(max_gradient_angle=np.radians(30.0))
+    if name == 'canny_all':
         return CannyEdges()
     if name == 'gradient':
         return GradientEdges()

@@ -40,49 +40,111 @@ class LidarEdges:
         return int(self.index.shape[0])
 
 
+class ScanLineError(ValueError):
+    """The scan lines of a cloud without a ``ring`` field cannot be recovered."""
+
+
 def scan_lines(points: np.ndarray, ring: np.ndarray | None = None,
-               min_elevation_gap: float = np.radians(0.1)) -> np.ndarray:
+               min_elevation_gap: float = np.radians(0.1), min_points_per_line: int = 20,
+               max_elevation_step: float = np.radians(0.3),
+               sector_width: float = np.radians(2.0),
+               max_line_span: float = np.radians(1.0), _sectored: bool = False) -> np.ndarray:
     """
     Assign every point to a scan line (one laser of a spinning LiDAR).
 
+    Without a ring field: a scan stored line after line (e.g. KITTI ``.bin``: consecutive points
+    are azimuth neighbours at nearly the same elevation) starts a new line where the azimuth
+    jumps back; any other order (e.g. column after column) is split into lines by clustering
+    the elevation angles, which needs a rectified (multi-beam, fixed elevation per laser)
+    scan; when the whole cloud does not split into laser lines (its frame is tilted against the
+    lasers' axis by a few degrees), it is clustered per ``sector_width`` of azimuth.
+
     :param points: ``(N, 3)`` metres in the LiDAR frame (z up).
     :param ring: optional ``(N,)`` laser index; used as is when given.
-    :param min_elevation_gap: without ring and without scan order, elevation angles (radians)
-        are sorted and split where consecutive ones differ by more than this.
+    :param min_elevation_gap: elevation clustering splits sorted elevation angles (radians)
+        where consecutive ones differ by more than this.
+    :param min_points_per_line: fewest points per line on average for the clustering to count
+        as having found laser lines.
+    :param max_elevation_step: largest elevation change (radians) between consecutive points
+        of a line-ordered scan.
+    :param sector_width: azimuth sector (radians) of the clustering of tilted scans.
+    :param max_line_span: largest elevation span (radians) of a clustered line (95th
+        percentile): wider clusters are merged lasers, not lines.
     :return: ``(N,)`` int64 line ids (arbitrary but equal within a line).
+    :raises ScanLineError: without a ring field, when neither the point order nor the
+        elevation angles reveal the lines (e.g. an unrectified scan in arbitrary order).
     """
     if ring is not None:
-        return np.asarray(ring).astype(np.int64)
+        line = np.asarray(ring).astype(np.int64)
+        return (line, False) if _sectored else line
     p = np.asarray(points, dtype=np.float64)
     n = len(p)
     if n < 2:
-        return np.zeros(n, dtype=np.int64)
+        return (np.zeros(n, dtype=np.int64), False) if _sectored else np.zeros(n, np.int64)
     azimuth = np.arctan2(p[:, 1], p[:, 0])
-    step = np.angle(np.exp(1j * np.diff(azimuth)))
-    if np.mean(np.abs(step) < np.radians(1.0)) >= _ORDERED_SHARE:
-        # Ordered scan (e.g. KITTI .bin): a new line starts where the azimuth jumps back.
-        direction = np.sign(np.median(step))
-        return np.concatenate([[0], np.cumsum(direction * step < -np.radians(1.0))])
     elevation = np.arctan2(p[:, 2], np.hypot(p[:, 0], p[:, 1]))
-    order = np.argsort(elevation, kind='stable')
-    line = np.empty(n, dtype=np.int64)
-    line[order] = np.concatenate([[0], np.cumsum(np.diff(elevation[order]) > min_elevation_gap)])
-    return line
+    step = np.angle(np.exp(1j * np.diff(azimuth)))
+    along = ((np.abs(step) < np.radians(1.0)) & (np.abs(step) > 1e-6)
+             & (np.abs(np.diff(elevation)) < max_elevation_step))
+    if np.mean(along) >= _ORDERED_SHARE:
+        # Line-ordered scan: a new line starts where the azimuth jumps back.
+        direction = np.sign(np.median(step[along]))
+        line = np.concatenate([[0], np.cumsum(direction * step < -np.radians(1.0))])
+        return (line, False) if _sectored else line
+    line, span = _elevation_clusters(elevation, np.zeros(n, dtype=np.int64), min_elevation_gap)
+    lines = int(line.max()) + 1
+    if lines >= 2 and n / lines >= min_points_per_line and span <= max_line_span:
+        return (line, False) if _sectored else line
+    # A tilted scan (its frame rotated against the lasers' axis): the laser cones are level
+    # again within narrow azimuth sectors, so cluster per sector (lines end at sector borders).
+    sector = np.floor((azimuth + np.pi) / sector_width).astype(np.int64)
+    line, span = _elevation_clusters(elevation, sector, min_elevation_gap)
+    lines = int(line.max()) + 1
+    sectors = len(np.unique(sector))
+    if lines / sectors >= 2 and n / lines >= 3 and span <= max_line_span:
+        return (line, True) if _sectored else line
+    raise ScanLineError(
+        f'cannot recover the scan lines of a cloud without a ring field: the points are not '
+        f'stored line by line and their elevations form {lines} clusters for {n} points (not a '
+        f'multi-beam scan with fixed laser elevations); publish the ring field')
+
+
+def _elevation_clusters(elevation, group, gap):
+    """Return cluster ids of elevations split at ``gap`` per ``group``, and their span."""
+    order = np.lexsort((elevation, group))
+    e, g = elevation[order], group[order]
+    start = np.concatenate([[True], (np.diff(e) > gap) | (np.diff(g) != 0)])
+    line = np.empty(len(e), dtype=np.int64)
+    line[order] = np.cumsum(start) - 1
+    first = np.flatnonzero(start)
+    last = np.concatenate([first[1:], [len(e)]]) - 1
+    # The 95th percentile of the clusters' elevation spans: one merged cluster is no line.
+    return line, float(np.percentile(e[last] - e[first], 95))
 
 
 def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
                 intensity: np.ndarray | None = None, min_jump: float = 0.3,
                 relative_jump: float = 0.05, max_azimuth_gap: float = np.radians(1.0),
                 jump_cap: float = 2.0, intensity_threshold: float = 0.0,
-                intensity_weight: float = 0.5, min_range: float = 1.0) -> LidarEdges:
+                intensity_weight: float = 0.5, min_range: float = 1.0,
+                min_support: int = 0, support_lines: int = 2,
+                support_columns: float = 3.0,
+                max_hole: float = np.radians(10.0)) -> LidarEdges:
     """
     Find depth-discontinuity edge points (and, optionally, intensity edges) along scan lines.
 
     A point ``i`` with line neighbours ``a`` and ``b`` (azimuth gaps below ``max_azimuth_gap``)
-    is a depth edge when ``r_b - r_i > max(min_jump, relative_jump * r_i)`` while
-    ``|r_a - r_i| < (r_b - r_i) / 3`` (the other side is continuous, which rejects surfaces
-    seen at grazing angles), or the same with ``a`` and ``b`` swapped. Its weight is
+    is a depth edge towards ``b`` when ``r_b - r_i > max(min_jump, relative_jump * r_i)`` while
+    ``r_a - r_i > -(r_b - r_i) / 3`` (``a`` is not much nearer: this rejects surfaces seen at
+    grazing angles). Thin objects (poles, posts: both neighbours far behind) are an edge
+    towards both sides and give two edge points. Its weight is
     ``sqrt(min(jump, jump_cap) / jump_cap)``.
+
+    Clutter (vegetation, ground returns) gives isolated discontinuities; the silhouettes that
+    the image shows (poles, cars, walls) continue across the laser lines. With
+    ``min_support > 0`` an edge point is kept only when at least that many of the
+    ``support_lines`` lines above and below hold a depth edge of the same side within
+    ``support_columns`` azimuth steps and a similar range.
 
     :param points: ``(N, 3)`` metres in the LiDAR frame (z up).
     :param ring: optional ``(N,)`` laser index.
@@ -97,6 +159,11 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
     :param intensity_threshold: relative intensity step of an intensity edge (0: none).
     :param intensity_weight: weight of intensity edges in ``(0, 1]``.
     :param min_range: points nearer than this (metres; the vehicle itself) are ignored.
+    :param min_support: neighbouring lines that must confirm a depth edge (0: no filter).
+    :param support_lines: how many lines above and below are searched for confirmation.
+    :param support_columns: azimuth tolerance of a confirmation, in median azimuth steps.
+    :param max_hole: azimuth gaps between ``max_azimuth_gap`` and this (radians) are holes
+        (missing returns: sky, out of range), which count as infinitely far neighbours.
     :return: the edge points.
     """
     p = np.asarray(points, dtype=np.float64)
@@ -106,38 +173,109 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
                        np.zeros((0, 3)))
     if len(p) < 3:
         return empty
-    line = scan_lines(p, ring)
+    line, sectored = scan_lines(p, ring, _sectored=True)
+    line = _rank_lines(p, line)
+    if sectored:
+        # Sector clusters split and merge lasers near the sensor (a translated frame changes
+        # their elevations with range): their gaps are no holes.
+        max_hole = 0.0
     r = np.linalg.norm(p, axis=1)
     azimuth = np.arctan2(p[:, 1], p[:, 0])
     order = np.lexsort((azimuth, line))
     line_s, az_s, r_s = line[order], azimuth[order], r[order]
-    neighbour = (line_s[1:] == line_s[:-1]) & (np.diff(az_s) < max_azimuth_gap)
-    neighbour &= (r_s[1:] >= min_range) & (r_s[:-1] >= min_range)
-    has_prev = np.concatenate([[False], neighbour])
-    has_next = np.concatenate([neighbour, [False]])
-    d_prev = np.where(has_prev, np.roll(r_s, 1) - r_s, np.nan)
-    d_next = np.where(has_next, np.roll(r_s, -1) - r_s, np.nan)
+    same_line = line_s[1:] == line_s[:-1]
+    gap = np.diff(az_s)
+    steps = gap[same_line]
+    column = float(np.median(steps)) if steps.size else np.radians(0.2)
+    near_enough = (r_s[1:] >= min_range) & (r_s[:-1] >= min_range)
+    neighbour = same_line & (gap < max_azimuth_gap) & near_enough
+    # A hole in a line (no return: sky, beyond the range) is a neighbour infinitely far away.
+    hole = same_line & (gap >= max_azimuth_gap) & (gap < max_hole) & near_enough
+    far_away = 10.0 * jump_cap + min_jump
+    d_prev = np.where(np.concatenate([[False], neighbour]), np.roll(r_s, 1) - r_s,
+                      np.where(np.concatenate([[False], hole]), far_away, np.nan))
+    d_next = np.where(np.concatenate([neighbour, [False]]), np.roll(r_s, -1) - r_s,
+                      np.where(np.concatenate([hole, [False]]), far_away, np.nan))
     threshold = np.maximum(min_jump, relative_jump * r_s)
     with np.errstate(invalid='ignore'):
-        edge_next = (d_next > threshold) & (np.abs(d_prev) < d_next / 3.0)
-        edge_prev = (d_prev > threshold) & (np.abs(d_next) < d_prev / 3.0)
-    jump = np.where(edge_next, d_next, np.where(edge_prev, d_prev, 0.0))
-    is_depth = edge_next | edge_prev
-    weight = np.sqrt(np.minimum(jump, jump_cap) / jump_cap)
-    is_intensity = np.zeros_like(is_depth)
+        edge_next = (d_next > threshold) & (d_prev > -d_next / 3.0)
+        edge_prev = (d_prev > threshold) & (d_next > -d_prev / 3.0)
+    if min_support > 0:
+        tolerance = support_columns * max(column, 1e-4)
+        edge_next, edge_prev = (
+            _supported(line_s, az_s, r_s, edge_next, tolerance, support_lines, min_support),
+            _supported(line_s, az_s, r_s, edge_prev, tolerance, support_lines, min_support))
+    p_s = p[order]
+    index, weight, is_depth, moved = [], [], [], []
+    for is_edge, jump, shift in ((edge_next, d_next, -1), (edge_prev, d_prev, 1)):
+        far = np.roll(p_s, shift, axis=0)[is_edge]
+        near = p_s[is_edge]
+        # Beside a hole the silhouette lies half a column step beyond the last return.
+        into_hole = jump[is_edge] >= far_away
+        turn = -shift * column
+        c, s_ = np.cos(turn), np.sin(turn)
+        rotated = np.stack([c * near[:, 0] - s_ * near[:, 1], s_ * near[:, 0] + c * near[:, 1],
+                            near[:, 2]], axis=1)
+        far = np.where(into_hole[:, None], rotated, far)
+        direction = (near / r_s[is_edge, None]
+                     + far / np.linalg.norm(far, axis=1, keepdims=True))
+        moved.append(direction / np.linalg.norm(direction, axis=1, keepdims=True)
+                     * r_s[is_edge, None])
+        index.append(order[is_edge])
+        weight.append(np.sqrt(np.minimum(jump[is_edge], jump_cap) / jump_cap))
+        is_depth.append(np.ones(int(is_edge.sum()), dtype=bool))
     if intensity is not None and intensity_threshold > 0:
         i_s = np.asarray(intensity, dtype=np.float64)[order]
         i_s = i_s / max(float(np.percentile(i_s, 99)), 1e-9)
         with np.errstate(invalid='ignore'):
             smooth = (np.abs(d_prev) < min_jump) & (np.abs(d_next) < min_jump)
             step = np.abs(np.roll(i_s, -1) - np.roll(i_s, 1))
-        is_intensity = smooth & (step > intensity_threshold) & ~is_depth
-        weight = np.where(is_intensity, intensity_weight, weight)
-    keep = is_depth | is_intensity
-    p_s = p[order]
-    far = np.where(edge_next[:, None], np.roll(p_s, -1, axis=0), np.roll(p_s, 1, axis=0))
-    direction = p_s / r_s[:, None] + far / np.linalg.norm(far, axis=1, keepdims=True)
-    moved = direction / np.linalg.norm(direction, axis=1, keepdims=True) * r_s[:, None]
-    points = np.where(is_depth[:, None], moved, p_s)
-    return LidarEdges(order[keep].astype(np.int64), weight[keep].astype(np.float32),
-                      is_depth[keep], points[keep])
+        is_intensity = smooth & (step > intensity_threshold) & ~(edge_next | edge_prev)
+        index.append(order[is_intensity])
+        weight.append(np.full(int(is_intensity.sum()), intensity_weight))
+        is_depth.append(np.zeros(int(is_intensity.sum()), dtype=bool))
+        moved.append(p_s[is_intensity])
+    index = np.concatenate(index)
+    if index.size == 0:
+        return empty
+    return LidarEdges(index.astype(np.int64), np.concatenate(weight).astype(np.float32),
+                      np.concatenate(is_depth), np.concatenate(moved))
+
+
+def _rank_lines(points: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """Renumber line ids ``0..L-1`` by their median elevation (adjacent ids: adjacent lasers)."""
+    ids, inverse = np.unique(line, return_inverse=True)
+    elevation = np.arctan2(points[:, 2], np.hypot(points[:, 0], points[:, 1]))
+    order = np.argsort(inverse, kind='stable')
+    bounds = np.searchsorted(inverse[order], np.arange(len(ids) + 1))
+    median = np.array([np.median(elevation[order[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])])
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[np.argsort(median, kind='stable')] = np.arange(len(ids))
+    return rank[inverse.reshape(-1)]
+
+
+def _supported(line, azimuth, r, edge, tolerance, lines, needed):
+    """Return ``edge`` where enough nearby lines hold an edge of the same side (sorted input)."""
+    if not edge.any():
+        return edge
+    # Codes sort by (line, azimuth): azimuth + pi lies in [0, 2 pi] < 8.
+    code = line * 8.0 + (azimuth + np.pi)
+    keys, ranges = code[edge], r[edge]
+    ord_ = np.argsort(keys, kind='stable')
+    keys, ranges = keys[ord_], ranges[ord_]
+    q_code, q_r = code[edge], r[edge]
+    support = np.zeros(len(q_code), dtype=np.int64)
+    for d in range(-lines, lines + 1):
+        if d == 0:
+            continue
+        lo = np.searchsorted(keys, q_code + 8.0 * d - tolerance)
+        hi = np.searchsorted(keys, q_code + 8.0 * d + tolerance)
+        found = np.zeros(len(q_code), dtype=bool)
+        for k in range(3):
+            # The first few candidates in the window (range must agree within 10 % + 0.3 m).
+            j = np.minimum(lo + k, len(keys) - 1)
+            found |= (lo + k < hi) & (np.abs(ranges[j] - q_r) < 0.1 * q_r + 0.3)
+        support += found
+    out = edge.copy()
+    out[edge] = support >= needed
+    return out

@@ -84,11 +84,18 @@ class EdgeRefiner:
         range costs as much as moving every visible edge point by ``sqrt(prior_weight)``
         pixels. It keeps the one-sided edge cost from pulling the scan into image regions
         dense with edges (0 disables it).
+    :param max_prior_rotation: priors with a wider rotation range (radians) get no prior term:
+        they bound a global search rather than describe a Gaussian guess, and the term's
+        linearization holds only for small corrections.
+    :param cost_tolerance: an accepted LM step that lowers the cost by less than this share
+        ends a level as converged (1e-4: the last steps of a level then move the points by
+        hundredths of a pixel).
     """
 
     def __init__(self, kernel: RobustKernel, max_iterations: int = 30, min_points: int = 20,
                  max_translation: float = 1.0, max_rotation: float = np.radians(10.0),
-                 occlusion_cell: float = 4.0, prior_weight: float = 0.0):
+                 occlusion_cell: float = 4.0, prior_weight: float = 0.0,
+                 max_prior_rotation: float = np.radians(10.0), cost_tolerance: float = 1e-4):
         if not isinstance(kernel, RobustKernel):
             raise ValueError(f'kernel must be a RobustKernel, got {type(kernel).__name__}')
         if max_iterations < 1 or min_points < 6:
@@ -100,6 +107,8 @@ class EdgeRefiner:
         self.max_rotation = float(max_rotation)
         self.occlusion_cell = float(occlusion_cell)
         self.prior_weight = float(prior_weight)
+        self.max_prior_rotation = float(max_prior_rotation)
+        self.cost_tolerance = float(cost_tolerance)
 
     def visible(self, field: CostField, points: np.ndarray, occluders: np.ndarray,
                 T: np.ndarray) -> np.ndarray:
@@ -139,13 +148,16 @@ class EdgeRefiner:
                                           f'{self.min_points}')
             pts, wts = points[mask], weights[mask]
             information = None
-            if prior_ranges is not None and self.prior_weight > 0:
-                ranges = np.maximum(np.asarray(prior_ranges, dtype=np.float64), 1e-6)
+            ranges = None if prior_ranges is None else np.asarray(prior_ranges, np.float64)
+            if ranges is not None and self.prior_weight > 0 and np.all(
+                    ranges[3:] <= self.max_prior_rotation):
+                ranges = np.maximum(ranges, 1e-6)
                 information = np.diag(self.prior_weight * wts.sum() / ranges ** 2)
+            anchor = None if information is None else (T0 if T_prior is None else T_prior)
             lm = levenberg_marquardt(
                 T, lambda T_, jac: edge_residuals(field, pts, wts, T_, jac), self.kernel,
-                self.max_iterations, T_prior=None if information is None else (
-                    T0 if T_prior is None else T_prior), prior_information=information)
+                self.max_iterations, cost_tolerance=self.cost_tolerance, T_prior=anchor,
+                prior_information=information)
             T = lm.T
             self._check_divergence(T0, T)
         residuals, _, _ = edge_residuals(pyramid[0], points, weights, T, False)
