@@ -43,8 +43,8 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 SEED = 3
 PRIOR_OFFSET = se3_exp([0.02, -0.01, 0.015, 0.005, -0.008, 0.004])
 TIMEOUT_S = 90.0
-MAX_TRANSLATION_M = 0.5
-MAX_ROTATION_DEG = 3.0
+MAX_TRANSLATION_M = 0.10
+MAX_ROTATION_DEG = 0.5
 
 
 def _simulator():
