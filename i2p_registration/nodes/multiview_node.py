@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
 import threading
 import time
 
@@ -61,11 +60,10 @@ from i2p_registration.ros.conversions import (cloud_to_frame, make_header, matri
                                               numpy_to_cloud, stamp_to_ns, transform_to_matrix)
 from i2p_registration.ros.diagnostics import ERROR, make_diagnostic_array, OK, WARN
 from i2p_registration.ros.parameters import declare_config_parameters
+from i2p_registration.ros.spin import run_node
 from i2p_registration.ros.tf_publisher import TF_QOS, TF_STATIC_QOS, TransformPublisher
 from nav_msgs.msg import Odometry, Path
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
@@ -73,8 +71,6 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 NODE_NAME = 'multiview_sync_node'
-# The executor and the worker share the GIL; a short switch interval keeps callbacks prompt.
-GIL_SWITCH_INTERVAL_S = 0.0005
 DIAGNOSTICS_PERIOD_S = 1.0
 RATE_WINDOW_S = 5.0
 RESET_TIMEOUT_S = 30.0
@@ -536,23 +532,7 @@ def main(args=None) -> int:
     :param args: ROS command-line arguments (default: ``sys.argv``).
     :return: 0 on a clean shutdown, 1 when the node could not start (invalid parameters).
     """
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = MultiviewNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as error:
-        rclpy.logging.get_logger(NODE_NAME).error(f'cannot start: {error}')
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(MultiviewNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

@@ -31,7 +31,6 @@ whatever its stamp (pairing policy ``latest`` without ``max_dt``).
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
@@ -52,20 +51,16 @@ from i2p_registration.ros.conversions import (camera_info_to_model, cloud_to_fra
 from i2p_registration.ros.diagnostics import make_diagnostic_array, registration_level
 from i2p_registration.ros.overlay import render_overlay
 from i2p_registration.ros.parameters import declare_config_parameters
+from i2p_registration.ros.spin import run_node
 from i2p_registration.ros.tf_publisher import TransformPublisher
 import numpy as np
-import rclpy
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 NODE_NAME = 'i2p_registration_node'
-# The executor and the worker thread share the GIL: Python hands it over every switch interval
-# (5 ms by default), which delayed each result by about two intervals; 0.5 ms bounds that.
-GIL_SWITCH_INTERVAL_S = 0.0005
 DIAGNOSTICS_PERIOD_S = 1.0
 RATE_WINDOW_S = 5.0
 
@@ -464,23 +459,7 @@ def main(args=None, registrar: Registrar | None = None) -> int:
     :param registrar: optional registrar to use instead of the one built from the parameters.
     :return: 0 on a clean shutdown, 1 when the node could not start (invalid parameters).
     """
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = RegistrationNode(registrar=registrar)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as error:
-        rclpy.logging.get_logger(NODE_NAME).error(f'cannot start: {error}')
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(lambda: RegistrationNode(registrar=registrar), NODE_NAME, args)
 
 
 if __name__ == '__main__':
