@@ -459,7 +459,7 @@ def replay(bag_path: str | os.PathLike, registrar, config: RegistrationNodeConfi
                 if camera is None:
                     counts['images_without_camera_info'] += 1
                     continue
-                pairer.add_image(bm.image_to_frame(msg, msgtype, camera))
+                pairer.add_image(bm.image_to_frame(msg, camera))
             else:
                 counts['clouds'] += 1
                 cloud, _ = bm.cloud_to_frame(msg)
