@@ -12,7 +12,9 @@ Figures:
 - the synthetic-world targets: ``nearby`` refinement (+-5 deg / +-0.5 m: median RRE, RTE,
   share converged) and ``same_frame`` global search (registration recall); on ``--synthetic
   ROOT`` (a KITTI-layout world) or, by default, on a test-split world that the script writes
-  to a temporary folder with ``i2p-synth`` (30 frames with ``--quick``, 200 otherwise).
+  to a temporary folder with ``i2p-synth`` (30 frames with ``--quick``, 200 otherwise). The
+  method gets each scan in its sensor frame with the protocol's perturbation moved into the
+  prior (``evaluate.run_protocol``), and is scored in the protocol's frame.
 
 The method is the factory's default ``edge`` (oriented Canny edges, a 6-DoF hypothesis search
 within the prior's ranges, robust LM with a pose-prior term).

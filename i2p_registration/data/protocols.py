@@ -32,6 +32,7 @@ from scipy.spatial.transform import Rotation
 
 from .input_size import InputSize, prepare_points, scale_and_crop
 from ..core.geometry.se3 import inverse, make_transform, transform_points
+from ..core.registration.lidar_edges import scan_lines, ScanLineError
 from ..core.sensors import CameraModel
 
 
@@ -52,6 +53,9 @@ class PairSample:
     :param scan_index: frame of the scan.
     :param protocol: protocol name.
     :param seed: the dataset seed (sample ``k`` used ``default_rng([seed, k])``).
+    :param ring: ``(N,)`` laser line of every point (the scan's ring field, else the lines
+        recovered from the unperturbed scan), ``None`` when unknown or when ``input_size``
+        resampled the points.
     """
 
     image: np.ndarray
@@ -65,6 +69,7 @@ class PairSample:
     scan_index: int
     protocol: str
     seed: int
+    ring: np.ndarray | None = None
 
 
 class FrameSource(Protocol):
@@ -243,5 +248,23 @@ class PairDataset:
         if self.input_size is not None:
             img, cam = scale_and_crop(img, cam, self.input_size, rng)
             points, intensity = prepare_points(points, intensity, self.input_size, rng)
+            ring = None
+        else:
+            ring = _scan_lines(cloud)
         return PairSample(img, points, intensity, cam, T_init @ inverse(P), T_init, P, i, j,
-                          self.protocol.name, self.seed)
+                          self.protocol.name, self.seed, ring)
+
+
+def _scan_lines(cloud) -> np.ndarray | None:
+    """
+    Return the laser line of every point of an unperturbed scan, or ``None``.
+
+    A perturbation tilts the scan against its lasers, after which its lines can no longer be
+    told from the elevation angles; a sensor driver publishes them as the ring field.
+    """
+    if cloud.ring is not None:
+        return np.asarray(cloud.ring)
+    try:
+        return scan_lines(cloud.points)
+    except ScanLineError:
+        return None

@@ -23,7 +23,7 @@ import os
 import sys
 
 import cv2
-from i2p_registration.core.geometry import make_transform, so3_exp
+from i2p_registration.core.geometry import inverse, make_transform, so3_exp, transform_points
 from i2p_registration.core.metrics import registration_recall, rre_geodesic, rre_protocol, rte
 from i2p_registration.core.registration.base import Prior, Registrar, Status
 from i2p_registration.core.registration.factory import get_registrar
@@ -115,21 +115,40 @@ def run_real(registrar: Registrar, root: str, samples, trials: int, seed: int,
 
 def run_protocol(registrar: Registrar, root: str, sequence: str, protocol: str, count: int,
                  seed: int) -> list[dict]:
-    """Register ``count`` pairs of a KITTI-layout folder drawn by ``protocol``."""
+    """
+    Register ``count`` pairs of a KITTI-layout folder drawn by ``protocol``.
+
+    A protocol moves the scan's points by its perturbation ``P`` and keeps the unperturbed
+    transform as the prior. Methods that read the scan as seen from its sensor
+    (``needs_sensor_frame``: scan lines, ranges) get the same problem in the form a vehicle
+    poses it instead: the scan in its sensor frame and the prior moved by ``P``; their estimate
+    is mapped back into the protocol's frame, so every method is scored on the same ground
+    truth and errors.
+    """
     from i2p_registration.data.kitti import KittiOdometry
     from i2p_registration.data.protocols import PairDataset
     dataset = PairDataset(KittiOdometry(root, sequence), protocol, seed)
     if protocol == 'same_frame':
-        ranges = (np.array([10.0, 10.0, 0.1]), np.array([0.02, 0.02, np.pi]))
+        # The correction undoes P (+-10 m per axis, any yaw): its translation, rotated by the
+        # yaw, reaches 10 sqrt(2) m on each axis.
+        ranges = (np.array([14.15, 14.15, 0.1]), np.array([0.02, 0.02, np.pi]))
     else:
         ranges = (np.full(3, 0.5), np.full(3, np.radians(5.0)))
     rows = []
     for k in range(min(count, len(dataset))):
         sample = dataset[k]
         image = ImageFrame(sample.image, 0, 'camera', sample.camera)
-        cloud = CloudFrame(sample.points, 0, 'lidar', sample.intensity)
         T_start = sample.T_init
-        result = registrar.register(image, cloud, Prior(T_start, *ranges))
+        if registrar.needs_sensor_frame:
+            P = sample.perturbation
+            sensor_points = transform_points(inverse(P), sample.points).astype(np.float32)
+            cloud = CloudFrame(sensor_points, 0, 'lidar', sample.intensity, sample.ring)
+            result = registrar.register(image, cloud, Prior(T_start @ P, *ranges))
+            if result.status != Status.FAILED:
+                result.T_cam_lidar = result.T_cam_lidar @ inverse(P)
+        else:
+            cloud = CloudFrame(sample.points, 0, 'lidar', sample.intensity, sample.ring)
+            result = registrar.register(image, cloud, Prior(T_start, *ranges))
         rows.append(_record(f'{protocol}/{k}', result, sample.T_cam_lidar, T_start))
     return rows
 

@@ -139,3 +139,53 @@ def test_splits_are_disjoint_and_recoverable():
     assert split_seed('test', 0) == 9 and split_seeds('train', 3, start=7) == [7, 10, 11]
     with pytest.raises(ValueError, match='unknown split'):
         split_seed('holdout', 0)
+
+
+def test_pairs_carry_the_scan_lines_of_the_unperturbed_scan(kitti):
+    # The KITTI layout stores no ring; the lines come from the sensor-frame scan, because the
+    # perturbation tilts the points against the lasers (64 lines of the HDL-64E preset).
+    sample = PairDataset(kitti, 'nearby', seed=1)[0]
+    assert sample.ring is not None and len(sample.ring) == len(sample.points)
+    original = kitti.read_scan(0).points
+    elevation = np.degrees(np.arctan2(original[:, 2], np.hypot(original[:, 0], original[:, 1])))
+    assert len(np.unique(sample.ring)) == 64
+    spread = [np.ptp(elevation[sample.ring == line]) for line in np.unique(sample.ring)]
+    assert max(spread) < 0.1
+    resized = PairDataset(kitti, 'nearby', seed=1, input_size=InputSize(n_points=500))[0]
+    assert resized.ring is None
+
+
+class _Recorder:
+    """A registrar that returns a fixed correction of its prior and records its input."""
+
+    name = 'recorder'
+
+    def __init__(self, needs_sensor_frame):
+        self.needs_sensor_frame = needs_sensor_frame
+        self.calls = []
+
+    def register(self, image, cloud, prior):
+        from i2p_registration.core.registration.base import RegistrationResult, Status
+        self.calls.append((cloud.points.copy(), prior.T_cam_lidar.copy()))
+        return RegistrationResult(prior.T_cam_lidar, np.eye(6), 1.0, 1.0, Status.OK, '',
+                                  self.name, {})
+
+
+def test_sensor_frame_methods_get_the_scan_unperturbed_and_the_prior_moved(kitti):
+    from i2p_registration.training.evaluate import run_protocol
+    root = str(kitti.root)
+    moved, sensor = _Recorder(False), _Recorder(True)
+    rows_moved = run_protocol(moved, root, '00', 'nearby', 2, 4)
+    rows_sensor = run_protocol(sensor, root, '00', 'nearby', 2, 4)
+    dataset = PairDataset(kitti, 'nearby', seed=4)
+    for k in range(2):
+        sample = dataset[k]
+        points, prior = sensor.calls[k]
+        np.testing.assert_allclose(points, kitti.read_scan(k).points, atol=1e-4)
+        np.testing.assert_allclose(prior, sample.T_init @ sample.perturbation, atol=1e-12)
+        np.testing.assert_allclose(moved.calls[k][0], sample.points)
+        # Returning the prior is the same (wrong) answer in both forms: equal errors.
+        assert rows_sensor[k]['rte_m'] == pytest.approx(rows_moved[k]['rte_m'], abs=1e-9)
+        assert rows_sensor[k]['rre_geodesic_deg'] == pytest.approx(
+            rows_moved[k]['rre_geodesic_deg'], abs=1e-6)
+        assert rows_sensor[k]['rte_m'] > 0.01

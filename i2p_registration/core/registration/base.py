@@ -151,6 +151,9 @@ class Registrar(abc.ABC):
     """
 
     name = 'registrar'
+    # True for methods that read the scan as seen from its sensor (scan lines, ranges): their
+    # cloud must be in the sensor's own frame, as a LiDAR driver publishes it.
+    needs_sensor_frame = False
 
     def register(self, image: ImageFrame, cloud: CloudFrame,
                  prior: Prior | None = None) -> RegistrationResult:

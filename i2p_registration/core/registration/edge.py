@@ -44,6 +44,7 @@ class EdgeRegistrar(Registrar):
     """
 
     name = 'edge'
+    needs_sensor_frame = True
 
     def __init__(self, detector: EdgeDetector, refiner: EdgeRefiner | None = None,
                  search: PoseSearch | None = None, default_prior: Prior | None = None,
