@@ -31,11 +31,12 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 import yaml
 
-from .ground_truth import write_ground_truth_csv, write_tum
+from .ground_truth import write_ground_truth_csv
 from .odometry import simulate_odometry
 from .progress import Progress
 from .simulator import RNG_ODOM, Simulator
 from ..core.geometry.rotations import matrix_to_quat
+from ..core.multiview.map_files import write_tum
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 T = TYPESTORE.types

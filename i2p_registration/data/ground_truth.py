@@ -92,17 +92,3 @@ def read_ground_truth_csv(path: str | os.PathLike) -> GroundTruth:
     return GroundTruth(np.array([int(r[0]) for r in rows], dtype=np.int64),
                        np.array([r[1] for r in rows]), np.array([int(r[2]) for r in rows]),
                        np.array([r[3] for r in rows]), to_T(num[:, :7]), to_T(num[:, 7:]))
-
-
-def write_tum(path: str | os.PathLike, stamps_ns: np.ndarray, T: np.ndarray) -> None:
-    """
-    Write poses in TUM format (``seconds tx ty tz qx qy qz qw`` per line).
-
-    :param stamps_ns: ``(K,)`` int64 nanoseconds.
-    :param T: ``(K, 4, 4)`` poses.
-    """
-    p = _pose7(np.asarray(T, dtype=np.float64).reshape(-1, 4, 4))
-    with open(path, 'w', encoding='utf-8') as f:
-        for stamp, row in zip(np.asarray(stamps_ns, dtype=np.int64), p):
-            sec, nsec = divmod(int(stamp), 10**9)
-            f.write(f'{sec}.{nsec:09d} ' + ' '.join(_fmt(v) for v in row) + '\n')
