@@ -48,6 +48,7 @@ from ..core.geometry.se3 import inverse
 from ..core.registration.base import Prior, RegistrationResult, Status
 from ..data import bag_messages as bm
 from ..data.progress import Progress
+from ..data.sqlite_salvage import salvage_topics_from_metadata, SalvageError, SqliteSalvage
 
 NODE_NAME = 'i2p_registration_node'
 IMAGE_TYPES = (bm.IMAGE_TYPE, bm.COMPRESSED_TYPE)
@@ -65,8 +66,10 @@ class BagInput:
     The topics of a rosbag2 and a reader of its raw messages that survives a truncated file.
 
     The bag is opened with ``rosbags``; when that fails (a file cut short has no MCAP summary, a
-    killed recorder leaves no ``metadata.yaml``) MCAP files are scanned record by record and
-    sqlite3 files read table by table, up to the first unreadable byte. ``stopped`` then says
+    killed recorder leaves no ``metadata.yaml``) MCAP files are scanned record by record up to
+    the first unreadable byte, and sqlite3 files read table by table; where sqlite refuses a
+    ``.db3`` (a cut file often cannot be opened at all) or stops in it, the rows still in its
+    pages are salvaged (:mod:`~i2p_registration.data.sqlite_salvage`). ``stopped`` then says
     where reading ended.
     """
 
@@ -100,10 +103,11 @@ class BagInput:
                 for topic, msgtype, msgdef in bag._scan_connections():
                     bag.topics.setdefault(topic, msgtype)
                     bag._register(msgtype, msgdef)
-            except (ValueError, sqlite3.DatabaseError):
-                pass  # a cut-short file: the topics declared before the cut are known
+            except (ValueError, sqlite3.DatabaseError, OSError) as scan_error:
+                # A cut-short file: the topics declared before the cut are known.
+                bag._note(f'{type(scan_error).__name__}: {scan_error}')
             if not bag.topics:
-                raise ReplayError(f'{path}: not a readable rosbag2 ({error})') from error
+                raise ReplayError(f'{path}: not a readable rosbag2 ({bag.stopped})') from error
             return bag
         bag._reader = reader
         for conn in reader.connections:
@@ -135,8 +139,11 @@ class BagInput:
         Yield ``(topic, msgtype, log time ns, CDR bytes)`` of ``topics`` in the bag's order.
 
         Reading stops at the first unreadable record; ``stopped`` then says after which message.
+        When ``rosbags`` stops inside a sqlite3 bag, the messages after the last one read are
+        salvaged from the pages of its ``.db3`` files.
         """
-        count, last_ns = 0, None
+        count, last_ns, at_last, failure = 0, None, [], None
+        salvage = self._reader is not None and bool(self._db3_files())
         try:
             if self._reader is not None:
                 conns = [c for c in self._reader.connections if c.topic in topics]
@@ -145,17 +152,46 @@ class BagInput:
             else:
                 source = (m for m in self._scan_messages() if m[0] in topics)
             for item in source:
+                if item[2] != last_ns:
+                    at_last = []
+                at_last.append((item[0], item[3]))
                 count, last_ns = count + 1, item[2]
                 yield item
         except Exception as error:  # noqa: B902 (a truncated bag: report, keep what was read)
-            where = 'before the first message' if last_ns is None else \
-                f'after message {count} (log time {last_ns * 1e-9:.3f} s)'
-            self.stopped = '; '.join(filter(None, [
-                self.stopped, f'reading stopped {where}: {type(error).__name__}: {error}']))
+            failure = error
         finally:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+        if failure is None:
+            return
+        where = 'before the first message' if last_ns is None else \
+            f'after message {count} (log time {last_ns * 1e-9:.3f} s)'
+        if not salvage:
+            self._note(f'reading stopped {where}: {type(failure).__name__}: {failure}')
+            return
+        self._note(f'rosbags stopped {where}: {type(failure).__name__}: {failure}; the later '
+                   'messages come from the pages of the .db3 files')
+        try:
+            for file in self._db3_files():
+                for log_ns, msgtype, topic, _, raw in _salvage_sqlite(file, False, self._note):
+                    if topic not in topics or last_ns is not None and (
+                            log_ns < last_ns or log_ns == last_ns and (topic, raw) in at_last):
+                        continue
+                    yield topic, msgtype, log_ns, raw
+        except (SalvageError, OSError) as error:
+            self._note(f'salvaging stopped: {error}')
+
+    def _note(self, text: str) -> None:
+        """Add ``text`` to ``stopped`` (once)."""
+        if text and text not in self.stopped:
+            self.stopped = '; '.join(filter(None, [self.stopped, text]))
+
+    def _db3_files(self) -> list[Path]:
+        """Return the ``.db3`` files of a sqlite3 bag (none for an MCAP bag)."""
+        if self.path.is_dir():
+            return [] if any(self.path.glob('*.mcap')) else sorted(self.path.glob('*.db3'))
+        return [self.path] if self.path.suffix == '.db3' else []
 
     def _scan_connections(self):
         for _, msgtype, topic, msgdef, _ in self._scan(metadata_only=True):
@@ -168,7 +204,7 @@ class BagInput:
     def _scan(self, metadata_only: bool):
         for file in self._files:
             if file.suffix == '.db3':
-                yield from _scan_sqlite(file, metadata_only)
+                yield from _scan_sqlite(file, metadata_only, self._note)
             else:
                 yield from _scan_mcap(file, metadata_only)
 
@@ -233,46 +269,77 @@ def _scan_mcap(path: Path, metadata_only: bool):
     yield from walk(data, 8, len(data))
 
 
-def _sqlite_topics(db: sqlite3.Connection, path: Path) -> dict[int, tuple[str, str]]:
-    """Return ``{topic id: (name, type)}`` from the topics table, else from metadata.yaml."""
-    try:
-        return {tid: (name, msgtype) for tid, name, msgtype in
-                db.execute('SELECT id, name, type FROM topics')}
-    except sqlite3.DatabaseError:
-        import yaml
-        meta = path.parent / 'metadata.yaml'
-        if not meta.exists():
-            raise
-        info = yaml.safe_load(meta.read_text())['rosbag2_bagfile_information']
-        # rosbag2 numbers the topics from 1 in the order metadata.yaml lists them.
-        return {i + 1: (t['topic_metadata']['name'], t['topic_metadata']['type'])
-                for i, t in enumerate(info['topics_with_message_count'])}
+def _sqlite_topics(db: sqlite3.Connection) -> dict[int, tuple[str, str]]:
+    """Return ``{topic id: (name, type)}`` from the topics table."""
+    return {tid: (name, msgtype) for tid, name, msgtype in
+            db.execute('SELECT id, name, type FROM topics')}
 
 
-def _scan_sqlite(path: Path, metadata_only: bool):
+def _scan_sqlite(path: Path, metadata_only: bool, note=None):
     """
     Yield ``(log ns, type, topic, msgdef, data)`` of a rosbag2 sqlite3 file in write order.
 
-    Rows are read in batches by id, so a damaged page ends the scan where it lies.
+    Rows are read in batches by id. Where sqlite refuses the file or stops in it (a cut or
+    damaged file), the rows after the last one read are salvaged from its pages, and ``note``
+    (a callable taking a line) is told what was salvaged and where reading stopped.
     """
-    db = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
+    last = None
     try:
-        topics = _sqlite_topics(db, path)
-        if metadata_only:
-            for name, msgtype in topics.values():
-                yield 0, msgtype, name, None, None
-            return
-        last = -1
-        while True:
-            batch = db.execute('SELECT id, topic_id, timestamp, data FROM messages WHERE id > ? '
-                               'ORDER BY id LIMIT 64', (last,)).fetchall()
-            if not batch:
+        db = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
+        try:
+            topics = _sqlite_topics(db)
+            if metadata_only:
+                for name, msgtype in topics.values():
+                    yield 0, msgtype, name, None, None
                 return
-            for last, tid, log_ns, raw in batch:
-                name, msgtype = topics[tid]
-                yield log_ns, msgtype, name, None, bytes(raw)
-    finally:
-        db.close()
+            last = -1
+            while True:
+                batch = db.execute('SELECT id, topic_id, timestamp, data FROM messages WHERE '
+                                   'id > ? ORDER BY id LIMIT 64', (last,)).fetchall()
+                if not batch:
+                    return
+                for rowid, tid, log_ns, raw in batch:
+                    name, msgtype = topics[tid]
+                    yield log_ns, msgtype, name, None, bytes(raw)
+                    last = rowid
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as error:
+        refused = f'sqlite3 refused {path.name} ({error})' if last in (None, -1) else \
+            f'sqlite3 stopped in {path.name} after id {last} ({error})'
+    if note is not None:
+        note(refused)
+    yield from _salvage_sqlite(path, metadata_only, note, after=last)
+
+
+def _salvage_sqlite(path: Path, metadata_only: bool, note=None, after: int | None = None):
+    """
+    Yield ``(log ns, type, topic, msgdef, data)`` of the rows still in the pages of ``path``.
+
+    Messages come in write (id) order, those with an id above ``after``; the topics are the
+    salvaged ``topics`` rows, completed from ``metadata.yaml`` where that is reliable. ``note``
+    is told what was salvaged, where reading stopped, and what could not be attributed.
+    """
+    note = note or (lambda text: None)
+    with SqliteSalvage(path) as salvage:
+        topics, why = salvage_topics_from_metadata(path, salvage.topics)
+        note(why)
+        if metadata_only:
+            for topic in topics.values():
+                definition = salvage.definitions.get(topic.type, ('', ''))
+                yield 0, topic.type, topic.name, \
+                    definition[1] if definition[0] == 'ros2msg' else None, None
+            return
+        note(salvage.describe())
+        unknown = 0
+        for message in salvage.messages(after):
+            topic = topics.get(message.topic_id)
+            if topic is None:
+                unknown += 1
+                continue
+            yield message.timestamp, topic.type, topic.name, None, message.data
+        if unknown:
+            note(f'{unknown} salvaged messages of unknown topic ids skipped')
 
 
 # --- topic selection -------------------------------------------------------------------------
