@@ -86,7 +86,8 @@ MULTIVIEW_KEYS = (
     'odometry_source', 'scan_rate_hz', 'odometry_rate_hz', 'scans_received', 'queue_depth',
     'dropped_scans', 'input_errors', 'last_input_error', 'scans_processed', 'refused_scans',
     'registration_failures', 'time_jumps', 'consecutive_refusals', 'last_refusal_reason',
-    'keyframes', 'edges', 'loop_closures', 'pruned_edges', 'discarded_edges', 'last_solve_ms',
+    'keyframes', 'edges', 'loop_closures', 'pruned_edges', 'discarded_edges',
+    'odometry_confirmed_edges', 'last_solve_ms',
     'rotation_residual_median_deg', 'rotation_residual_max_deg',
     'translation_residual_median_m', 'translation_residual_max_m', 'map_points', 'resets',
 )
@@ -497,6 +498,7 @@ class MultiviewNode(Node):
             'loop_closures': snapshot.n_loop_closures,
             'pruned_edges': s.pruned_edges,
             'discarded_edges': s.discarded_edges,
+            'odometry_confirmed_edges': s.odometry_confirmed,
             'last_solve_ms': s.solve_time_ms,
             'rotation_residual_median_deg': s.rotation_residual_deg[0],
             'rotation_residual_max_deg': s.rotation_residual_deg[1],

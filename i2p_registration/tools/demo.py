@@ -7,7 +7,8 @@
    generated with the same settings is reused.
 2. Starts the registration node (and the multiview node where the package has one) as separate
    processes over real rclpy, with ``use_sim_time``, the drive's nominal extrinsic as prior,
-   localhost-only discovery, the package's Fast DDS profile, its own ``ROS_DOMAIN_ID`` and a
+   the drive's wheel odometry as the multiview node's motion prior (``--odometry none``: LiDAR
+   only), localhost-only discovery, the package's Fast DDS profile, its own ``ROS_DOMAIN_ID`` and a
    temporary ``ROS_LOG_DIR``.
 3. Plays the drive in real time with ``i2p-play`` (another process) and records the nodes'
    outputs (``/tf``, ``/tf_static``, ``~/pose``, ``~/overlay``, ``/diagnostics``, multiview
@@ -270,10 +271,12 @@ def run_nodes(drive_dir: Path, out: Path, args, meta: dict) -> dict:
         reg_argv += ['-p', p]
     nodes = {'registration_node': start(reg_argv, out / 'registration_node.log')}
     if multiview_node_available():
-        nodes['multiview_node'] = start(
-            [py, '-m', 'i2p_registration.nodes.multiview_node', '--ros-args',
-             '-p', 'use_sim_time:=true', '-p', 'topics.points:=/points'],
-            out / 'multiview_node.log')
+        mv_argv = [py, '-m', 'i2p_registration.nodes.multiview_node', '--ros-args',
+                   '-p', 'use_sim_time:=true', '-p', 'topics.points:=/points',
+                   '-p', f'odometry.source:={args.odometry}']
+        if args.odometry == 'odom':
+            mv_argv += ['-p', 'topics.odom:=/odom']
+        nodes['multiview_node'] = start(mv_argv, out / 'multiview_node.log')
     context = rclpy.context.Context()
     rclpy.init(context=context)
     recorder = Recorder(context, out / 'output_bag')
@@ -411,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', default='out/demo', help='output folder (default out/demo)')
     p.add_argument('--full-size', action='store_true',
                    help='KITTI-size camera and 64-beam LiDAR (slower to generate)')
+    p.add_argument('--odometry', choices=('odom', 'none'), default='odom',
+                   help="motion prior of the multiview node: the drive's wheel odometry "
+                        '(/odom, default) or none (LiDAR only)')
     p.add_argument('--domain-id', type=int, help='ROS_DOMAIN_ID (default: random per run)')
     p.add_argument('--quiet', action='store_true', help='no progress output')
     return p
@@ -438,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         run = run_nodes(drive_dir, out, args, meta)
         run.update({'seed': args.seed, 'duration_s': meta['duration_s'], 'method': args.method,
                     'device': args.device, 'rate': args.rate, 'ros_domain_id': domain,
+                    'multiview_odometry': args.odometry,
                     'note': '' if 'multiview_node' in run['nodes'] else
                     'The multiview node does not exist yet: registration node only.'})
         metrics = score_and_report(out, drive_dir, run, args.quiet)

@@ -427,7 +427,8 @@ def write_report(out_dir: Path, metrics: dict, figures: dict[str, str]) -> Path:
              f"Synthetic drive: {_fmt(run.get('duration_s'))} s, seed {run.get('seed')}, "
              f"method {metrics.get('method') or run.get('method')} on "
              f"{metrics.get('device') or run.get('device')}; nodes: "
-             f"{', '.join(run.get('nodes', []))}. {run.get('note', '')}".rstrip(), '',
+             f"{', '.join(run.get('nodes', []))}; multiview motion prior "
+             f"{run.get('multiview_odometry', 'none')}. {run.get('note', '')}".rstrip(), '',
              '| figure | value |', '|---|---|']
     lines += [f'| {a} | {b} |' for a, b in rows]
     captions = {'top_view': 'Top view: true trajectory, registered camera positions, '

@@ -232,3 +232,38 @@ def test_snapshot_saves_map_and_poses_and_reset_empties(mapped, tmp_path):
     mapper.reset()
     assert mapper.n_keyframes == 0 and mapper.stats.resets == 1
     assert len(snapshot.stamps_ns) == n, 'a snapshot must not change after a reset'
+
+
+class _FixedRegistration:
+    """A pairwise registrar that returns the odometry's motion moved by ``offset``."""
+
+    def __init__(self, mapper, T_odom_lidar, confidence, offset):
+        self.config, self.mapper = mapper.registrar.config, mapper
+        self.T_odom_lidar, self.confidence, self.offset = T_odom_lidar, confidence, offset
+
+    def register(self, source, target, T_init):
+        from i2p_registration.core.multiview.pairwise import PairwiseResult
+        T = inverse(self.T_odom_lidar[0]) @ self.T_odom_lidar[2] @ self.offset
+        return PairwiseResult(T, self.confidence, 0.5, 0.5, 0.1, np.eye(6) * 100.0, False)
+
+
+@pytest.mark.parametrize('confidence, offset_m, accepted', [
+    (0.2, 0.1, True),     # below min_confidence 0.3, confirmed by odometry
+    (0.2, 1.0, False),    # disagrees with odometry by 1 m
+    (0.1, 0.0, False),    # below half of min_confidence
+    (0.5, 1.0, True),     # confident registrations need no confirmation
+])
+def test_odometry_confirms_a_weak_sequential_registration(segment, confidence, offset_m,
+                                                          accepted):
+    mapper = _mapper(**{'odometry.source': 'odom', 'pairwise.min_confidence': 0.3})
+    assert mapper.add_scan(segment.scans[0], segment.stamps[0],
+                           segment.T_odom_lidar[0]).status == 'keyframe'
+    offset = make_transform(np.eye(3), [offset_m, 0.0, 0.0])
+    mapper.registrar = _FixedRegistration(mapper, segment.T_odom_lidar, confidence, offset)
+    outcome = mapper.add_scan(segment.scans[2], segment.stamps[2], segment.T_odom_lidar[2])
+    assert (outcome.status == 'keyframe') == accepted, outcome
+    assert mapper.stats.odometry_confirmed == int(accepted and confidence < 0.3)
+    if not accepted:
+        assert 'has confidence' in outcome.reason and mapper.n_keyframes == 1
+    if offset_m == 1.0 and not accepted:
+        assert 'differs from the odometry by 1.00 m' in outcome.reason

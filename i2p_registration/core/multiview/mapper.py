@@ -15,7 +15,10 @@ Online multiview mapping: scans in, keyframe graph and voxel map out (ROS-free).
    keyframe(s) and loop closures near it in the current estimates, each measured by pairwise
    registration (:class:`.pairwise.PairwiseRegistrar`) from the current estimates. Edges below
    ``min_confidence`` are discarded; when the edge to the previous keyframe is, the keyframe is
-   refused (the graph stays connected and unchanged).
+   refused (the graph stays connected and unchanged). With odometry, a sequential registration
+   down to half that confidence still counts when it agrees with the odometry (two independent
+   measurements of one motion): open or turning stretches lower the scans' overlap, and once a
+   keyframe is refused the next candidates lie farther from the last keyframe.
 5. transformation synchronization (:class:`.synchronization.TransformationSynchronizer`,
    incremental) of a copy of the graph; only a successful solve replaces the graph.
 
@@ -40,8 +43,15 @@ from .map_files import MAP_FORMATS, voxel_downsample, write_point_cloud, write_t
 from .pairwise import PairwiseConfig, PairwiseRegistrar, PairwiseResult
 from .pose_history import interpolate_pose
 from .synchronization import SynchronizationConfig, TransformationSynchronizer
-from ..geometry.rotations import project_to_so3
+from ..geometry.rotations import geodesic_angle, project_to_so3
 from ..geometry.se3 import inverse
+
+# A sequential registration confirmed by odometry: its confidence is at least this share of
+# min_confidence, and it differs from the odometry's relative pose by at most
+# (metres at 0 m, per metre travelled) and degrees.
+ODOMETRY_CONFIRMED_CONFIDENCE = 0.5
+ODOMETRY_AGREEMENT_TRANSLATION = (0.3, 0.05)
+ODOMETRY_AGREEMENT_ROTATION_DEG = 2.0
 
 
 def _rigid(T: np.ndarray) -> np.ndarray:
@@ -81,6 +91,8 @@ class MapperStats:
     :ivar time_jumps: scans older than the previous one. :ivar registration_failures: refused
         because a registration they needed fell below the confidence threshold.
     :ivar discarded_edges: candidate edges discarded for low confidence.
+    :ivar odometry_confirmed: sequential edges accepted below the confidence threshold because
+        they agree with the odometry.
     :ivar resets: new maps started. :ivar solve_time_ms: wall time of the last synchronization.
     :ivar pruned_edges: edges pruned by the last synchronization.
     :ivar rotation_residual_deg: ``(median, max)`` over the kept edges after the last solve.
@@ -94,6 +106,7 @@ class MapperStats:
     time_jumps: int = 0
     registration_failures: int = 0
     discarded_edges: int = 0
+    odometry_confirmed: int = 0
     resets: int = 0
     solve_time_ms: float = float('nan')
     pruned_edges: int = 0
@@ -294,17 +307,37 @@ class MultiviewMapper:
             return self._add_with_odometry(cloud, stamp_ns, T_odom_scan)
         return self._add_lidar_only(cloud, stamp_ns)
 
-    def _register(self, cloud: np.ndarray, target: int, T_init: np.ndarray | None
-                  ) -> PairwiseResult | str:
-        """Register ``cloud`` onto keyframe ``target``; return the result or why it failed."""
+    def _register(self, cloud: np.ndarray, target: int, T_init: np.ndarray | None,
+                  T_odometry: np.ndarray | None = None) -> PairwiseResult | str:
+        """
+        Register ``cloud`` onto keyframe ``target``; return the result or why it failed.
+
+        :param T_odometry: ``(4, 4)`` the odometry's ``T_target_scan``: a registration of
+            lower confidence that agrees with it counts (see the module docstring).
+        """
         try:
             result = self.registrar.register(cloud, self._clouds[target],
                                              None if T_init is None else _rigid(T_init))
         except ValueError as error:
             return str(error)
-        if not result.confidence >= self.min_confidence:
-            return (f'registration onto keyframe {target} has confidence '
-                    f'{result.confidence:.3f} < {self.min_confidence:.3f}')
+        if result.confidence >= self.min_confidence:
+            return result
+        why = (f'registration onto keyframe {target} has confidence {result.confidence:.3f} '
+               f'< {self.min_confidence:.3f}')
+        if T_odometry is None:
+            return why
+        if result.confidence < ODOMETRY_CONFIRMED_CONFIDENCE * self.min_confidence:
+            return why
+        delta = inverse(T_odometry) @ result.T_target_source
+        moved = float(np.linalg.norm(delta[:3, 3]))
+        travelled = float(np.linalg.norm(T_odometry[:3, 3]))
+        tolerance = ODOMETRY_AGREEMENT_TRANSLATION[0] + ODOMETRY_AGREEMENT_TRANSLATION[1] * \
+            travelled
+        turned = float(np.degrees(geodesic_angle(delta[:3, :3], np.eye(3))))
+        if moved > tolerance or turned > ODOMETRY_AGREEMENT_ROTATION_DEG:
+            return (f'{why}, and it differs from the odometry by {moved:.2f} m / '
+                    f'{turned:.1f} deg')
+        self.stats.odometry_confirmed += 1
         return result
 
     def _add_first(self, cloud, stamp_ns, T_odom_scan) -> ScanOutcome:
@@ -361,11 +394,14 @@ class MultiviewMapper:
         partners, loops = candidate_edges(graph.poses, new, self.candidates)
         accepted, notes = [], []
         for partner, loop in zip(partners, loops):
+            T_init = inverse(graph.poses[partner]) @ T_map_scan
             if sequential is not None and partner == new - 1:
                 result = sequential
+            elif partner == new - 1 and self.use_odometry:
+                T_odometry = inverse(self._odom_poses[partner]) @ T_odom_scan
+                result = self._register(cloud, int(partner), T_init, T_odometry)
             else:
-                result = self._register(cloud, int(partner),
-                                        inverse(graph.poses[partner]) @ T_map_scan)
+                result = self._register(cloud, int(partner), T_init)
             if isinstance(result, str):
                 if partner == new - 1:
                     return self._refuse(f'keyframe refused: {result}', 'registration_failures')
