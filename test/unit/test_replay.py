@@ -15,6 +15,7 @@ import shutil
 
 from i2p_registration.core.config import RegistrationNodeConfig
 from i2p_registration.core.geometry.se3 import inverse
+from i2p_registration.data.bag_reader import BagInput, BagReadError
 from i2p_registration.data.ground_truth import read_ground_truth_csv
 from i2p_registration.tools import replay
 from i2p_registration.tools.report import paired_scans, score_registrations
@@ -158,7 +159,7 @@ def test_missing_camera_info_names_the_topic(drive, tmp_path, capsys):
     assert 'no sensor_msgs/msg/CameraInfo topic' in err and '/camera/image_raw' in err, err
     assert '--camera-info-topic' in err
     with pytest.raises(replay.ReplayError, match='camera_info topic /nope is not in'):
-        replay.select_topics(replay.BagInput.from_path(bag), camera_info='/nope')
+        replay.select_topics(BagInput.from_path(bag), camera_info='/nope')
 
 
 def test_unknown_message_type_is_skipped_and_reported(drive, registrar, tmp_path, capsys):
@@ -222,7 +223,7 @@ def test_a_damaged_sqlite3_bag_continues_from_its_pages(compressed_drive, tmp_pa
     with open(target / 'bag.db3', 'r+b') as f:
         f.seek((page - 1) * page_size)
         f.write(b'\x00\x00\x00\x00')  # the chain ends too early
-    bag = replay.BagInput.from_path(target)
+    bag = BagInput.from_path(target)
     got = [(log_ns, raw) for _, _, log_ns, raw in bag.messages(set(bag.topics))]
     assert 'rosbags stopped after message' in bag.stopped, bag.stopped
     assert '1 damaged messages skipped' in bag.stopped, bag.stopped
@@ -242,14 +243,14 @@ def test_a_cut_sqlite3_bag_without_its_topics_rows(compressed_drive, tmp_path):
         f.seek((topics_page - 1) * page_size)
         f.write(bytes(page_size))  # the topics rows are lost
         f.truncate(data.stat().st_size // 2)
-    bag = replay.BagInput.from_path(target)
+    bag = BagInput.from_path(target)
     assert '/camera/camera_info' in bag.topics
     assert sum(1 for _ in bag.messages(set(bag.topics))) > 0
     assert 'topic ids taken from the order of metadata.yaml (rosbags numbers' in bag.stopped
     (target / 'metadata.yaml').unlink()
-    with pytest.raises(replay.ReplayError, match='the topics table is lost and there is no '
+    with pytest.raises(BagReadError, match='the topics table is lost and there is no '
                        'metadata.yaml'):
-        replay.BagInput.from_path(target)
+        BagInput.from_path(target)
 
 
 def test_multiview_keyframes_follow_the_true_lidar_path(drive, tmp_path):
