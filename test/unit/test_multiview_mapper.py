@@ -75,6 +75,23 @@ def test_voxel_downsample_keeps_one_centroid_per_voxel():
         voxel_downsample(points, 0.0)
 
 
+@pytest.mark.parametrize('extent', [50.0, 1e15])
+def test_voxel_downsample_orders_voxels_lexicographically(extent):
+    # Packed integer keys (small extents) and row-wise keys (extents too wide to pack) give the
+    # same centroids in the same (x, y, z) voxel order.
+    rng = np.random.default_rng(SEED)
+    points = rng.uniform(-extent, extent, (3000, 3))
+    points[1500:] = points[:1500] + rng.uniform(0.0, 0.05, (1500, 3))   # shared voxels
+    out = voxel_downsample(points, 0.2)
+    keys = np.floor(points / 0.2).astype(np.int64)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    expected = np.stack([np.bincount(inverse, points[:, k]) for k in range(3)], axis=1)
+    expected /= np.bincount(inverse)[:, None]
+    assert len(out) == len(unique) < 3000
+    np.testing.assert_allclose(out, expected.astype(np.float32), rtol=1e-6)
+
+
 def test_map_and_tum_files_round_trip(tmp_path):
     rng = np.random.default_rng(SEED)
     points = rng.uniform(-10, 10, (500, 3)).astype(np.float32)
