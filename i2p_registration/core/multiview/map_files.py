@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from ..geometry.rotations import matrix_to_quat, quat_to_matrix
+from ..preprocess import voxel_keys
 
 MAP_FORMATS = ('pcd', 'ply')
 
@@ -36,16 +37,8 @@ def voxel_downsample(points, voxel_size: float) -> np.ndarray:
         raise ValueError('points contain NaN or inf')
     if len(pts) == 0:
         return np.zeros((0, 3), np.float32)
-    keys = np.floor(pts / voxel_size).astype(np.int64)
-    keys -= keys.min(axis=0)
-    span = keys.max(axis=0) + 1
-    if np.prod(span.astype(np.float64)) < 2.0 ** 62:
-        # One integer per voxel, in the lexicographic order of (x, y, z): a 1-D unique is
-        # several times faster than the row-wise unique of the keys.
-        flat = (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
-        _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    else:
-        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(voxel_keys(pts, voxel_size), return_inverse=True,
+                                   return_counts=True)
     inverse = inverse.reshape(-1)
     sums = np.stack([np.bincount(inverse, pts[:, k], len(counts)) for k in range(3)], axis=1)
     return (sums / counts[:, None]).astype(np.float32)
