@@ -2,9 +2,11 @@
 
 from i2p_registration.core.geometry.rotations import so3_exp
 from i2p_registration.core.geometry.se3 import make_transform
+from i2p_registration.core.multiview import linalg
 from i2p_registration.core.multiview.evaluation import pose_errors, precision_recall
 from i2p_registration.core.multiview.graph import PoseGraph
-from i2p_registration.core.multiview.refinement import refine_poses, RefinementConfig
+from i2p_registration.core.multiview.refinement import (_NormalEquations, refine_poses,
+                                                        RefinementConfig)
 from i2p_registration.core.multiview.synchronization import (SynchronizationConfig,
                                                              TransformationSynchronizer)
 from i2p_registration.core.multiview.synthetic import make_synthetic_graph
@@ -166,6 +168,23 @@ def test_refinement_sparse_factorization_agrees_with_conjugate_gradients():
     before = pose_errors(res.poses, sg.T_map_gt)
     after = pose_errors(sparse, sg.T_map_gt)
     assert after[0].mean() < before[0].mean() and after[1].mean() < before[1].mean()
+
+
+def test_refinement_band_and_sparse_factorizations_agree(monkeypatch):
+    # Neighbour loop closures keep the normal matrix in a narrow band (the default layout);
+    # the minimum-degree sparse factorization must give the same steps.
+    sg = make_synthetic_graph(150, degree=8.0, seed=14, outlier_ratio=0.1)
+    g = sg.graph
+    res = TransformationSynchronizer(_config(sg, refine=False)).solve(g)
+    i, j = g.edges[res.kept, 0], g.edges[res.kept, 1]
+    args = (res.poses, i, j, g.transforms[res.kept], g.information[res.kept])
+    assert _NormalEquations(150, i, j, 'auto').kind == 'banded'
+    cfg = RefinementConfig(tol=1e-12, max_iterations=30)
+    banded = refine_poses(*args, cfg)
+    monkeypatch.setattr(linalg, '_BAND_FLOPS', 0.0)
+    monkeypatch.setattr(linalg, '_BAND_FLOP_RATIO', 0.0)
+    assert _NormalEquations(150, i, j, 'auto').kind == 'sparse'
+    np.testing.assert_allclose(refine_poses(*args, cfg), banded, atol=1e-9)
 
 
 def test_refinement_noise_free_stays_exact_and_validates_config():

@@ -42,7 +42,8 @@ def synchronize_translations(n_nodes: int, i, j, R, t_ij, weights, anchor: int =
     j = np.asarray(j, dtype=np.int64)[active]
     if not 0 <= anchor < n_nodes:
         raise ValueError(f'anchor {anchor} is not a node of a graph with {n_nodes} nodes')
-    if connected_components_of(n_nodes, i, j)[0] != 1:
+    known = system is not None and system.connected and bool(active.all())
+    if not known and connected_components_of(n_nodes, i, j)[0] != 1:
         raise ValueError('translation synchronization needs a connected graph of '
                          'positive-weight edges')
     if system is not None:
