@@ -108,8 +108,10 @@ def test_metrics_match_a_recomputation_from_the_output_bag(demo):
     assert {(r[2], r[3]) for r in regs} == {('lidar', 'camera_optical_registered')}
     stamps = np.array([r[1] for r in regs])
     errors = _errors(out / 'drive', stamps, [r[4] for r in regs])
-    recall = float(np.mean((errors[:, 0] < 2.0) & (errors[:, 1] < 5.0)))
-    assert metrics['registration_recall'] == pytest.approx(recall)
+    within = (errors[:, 0] < 2.0) & (errors[:, 1] < 5.0)
+    assert metrics['registration_recall'] == pytest.approx(float(np.mean(within)))
+    assert metrics['registration_recall_of_attempts'] == pytest.approx(
+        float(np.sum(within)) / metrics['registrations_attempted'])
     assert metrics['median_rte_m'] == pytest.approx(np.median(errors[:, 0]))
     assert metrics['median_rre_deg'] == pytest.approx(np.median(errors[:, 1]))
     span_s = (stamps.max() - stamps.min()) * 1e-9
@@ -120,11 +122,15 @@ def test_metrics_match_a_recomputation_from_the_output_bag(demo):
     assert all(r[0] >= r[1] for r in regs)
 
 
-@pytest.mark.xfail(strict=False, reason='issue 8 asks RR >= 90 % on the drive from the nominal '
-                   'prior; on this short drive it usually holds, but the 60 s demo publishes '
-                   '31 % of its attempted registrations (issue 8 is open on it)')
+@pytest.mark.xfail(strict=False, reason='issue 8 asks RR >= 90 % of the attempted registrations '
+                   'from the nominal prior; the edge method publishes 30-35 % of them (10 of 29 '
+                   'on this drive, 50 of 161 on the 60 s demo), all within the RR bounds, and '
+                   'refuses the rest by score (issue 8 is open on it)')
 def test_registration_recall_from_the_nominal_prior(demo):
-    assert demo[1]['registration_recall'] >= 0.9
+    # Recall counts every attempted registration: a refused one is not a success.
+    metrics = demo[1]
+    assert metrics['registrations_attempted'] >= 4, metrics
+    assert metrics['registration_recall_of_attempts'] >= 0.9
 
 
 def test_multiview_path_error(demo):
