@@ -69,3 +69,44 @@ def test_good_prior_skips_global_step_and_bad_result_has_low_confidence(pair):
 def test_bad_clouds_raise(pair, cloud, message):
     with pytest.raises(ValueError, match=message):
         PairwiseRegistrar().register(cloud, pair[1])
+
+
+@pytest.fixture(scope='module')
+def sparse_lidar_scans():
+    """Five scans 1 s apart from a 32-line LiDAR on the synthetic city (the demo's sensor)."""
+    from i2p_registration.data.simulator import Simulator
+    from i2p_registration.data.synth_config import load_synth_config
+
+    cfg = load_synth_config(overrides={'lidar.preset': 'hdl32', 'lidar.columns': 1000})
+    sim = Simulator(cfg, 0)
+    stamps = sim.start_ns + 1_000_000_000 * np.arange(5, dtype=np.int64)
+    scans = [sim.scan(int(s), k).points for k, s in enumerate(stamps)]
+    return scans, sim.T_map_lidar(stamps)
+
+
+@pytest.mark.parametrize('normal_radius_m, max_pitch_deg', [(3.0, 0.05), (1.0, None)])
+def test_far_ground_does_not_pitch_registrations(sparse_lidar_scans, normal_radius_m,
+                                                 max_pitch_deg):
+    # Far ground rings lie metres apart: normals over one ring tilt and bias the pitch.
+    from i2p_registration.core.geometry.rotations import so3_log
+
+    scans, T_map = sparse_lidar_scans
+    registrar = PairwiseRegistrar(PairwiseConfig(voxel_size_m=0.4,
+                                                 normal_radius_m=normal_radius_m))
+    pitch = []
+    for k in range(len(scans) - 1):
+        T_true = inverse(T_map[k]) @ T_map[k + 1]
+        T = registrar.register(scans[k + 1], scans[k], T_true).T_target_source
+        pitch.append(np.rad2deg(so3_log((inverse(T_true) @ T)[:3, :3])[1]))
+    if max_pitch_deg is not None:
+        assert np.max(np.abs(pitch)) < max_pitch_deg, pitch
+    else:
+        # The neighbourhood of the old default (2.5 voxels) pitches every pair the same way.
+        assert np.all(np.array(pitch) < -0.1), pitch
+
+
+def test_normal_neighbourhood_is_validated():
+    with pytest.raises(ValueError, match='normal_radius_m'):
+        PairwiseConfig(normal_radius_m=0.0)
+    with pytest.raises(ValueError, match='normal_max_neighbours'):
+        PairwiseConfig(normal_max_neighbours=2)

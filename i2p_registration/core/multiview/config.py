@@ -141,8 +141,11 @@ class CandidatesConfig(_Section):
 class PairwiseSectionConfig(_Section):
     """Pairwise scan registration (Open3D)."""
 
-    voxel_size: float = _param(0.4, 'downsampling voxel of registration [m]; other radii scale '
-                               'with it', min_value=0.01, max_value=10.0)
+    voxel_size: float = _param(0.4, 'downsampling voxel of registration [m]; the FPFH radius and '
+                               'the ICP distance scale with it', min_value=0.01, max_value=10.0)
+    normal_radius: float = _param(3.0, 'neighbourhood radius of the normals [m]; it must span '
+                                  'several laser lines on the ground (3 m for 32 and 64 lines, '
+                                  'about 5 m for 16)', min_value=0.05, max_value=50.0)
     icp_method: str = _param('point_to_plane', 'local refinement',
                              choices=('point_to_plane', 'gicp'))
     global_method: str = _param('ransac', 'global step when the prior is poor: FPFH + RANSAC '
