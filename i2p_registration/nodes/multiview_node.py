@@ -87,7 +87,7 @@ MULTIVIEW_KEYS = (
     'dropped_scans', 'input_errors', 'last_input_error', 'scans_processed', 'refused_scans',
     'registration_failures', 'time_jumps', 'consecutive_refusals', 'last_refusal_reason',
     'keyframes', 'edges', 'loop_closures', 'pruned_edges', 'discarded_edges',
-    'odometry_confirmed_edges', 'last_solve_ms',
+    'odometry_confirmed_edges', 'prediction_confirmed_edges', 'last_solve_ms',
     'rotation_residual_median_deg', 'rotation_residual_max_deg',
     'translation_residual_median_m', 'translation_residual_max_m', 'map_points', 'resets',
 )
@@ -499,6 +499,7 @@ class MultiviewNode(Node):
             'pruned_edges': s.pruned_edges,
             'discarded_edges': s.discarded_edges,
             'odometry_confirmed_edges': s.odometry_confirmed,
+            'prediction_confirmed_edges': s.prediction_confirmed,
             'last_solve_ms': s.solve_time_ms,
             'rotation_residual_median_deg': s.rotation_residual_deg[0],
             'rotation_residual_max_deg': s.rotation_residual_deg[1],

@@ -284,3 +284,37 @@ def test_odometry_confirms_a_weak_sequential_registration(segment, confidence, o
         assert 'has confidence' in outcome.reason and mapper.n_keyframes == 1
     if offset_m == 1.0 and not accepted:
         assert 'differs from the odometry by 1.00 m' in outcome.reason
+
+
+class _PredictionOffsetRegistration:
+    """A pairwise registrar that returns its start pose (the prediction) moved by ``offset``."""
+
+    def __init__(self, config, confidence, offset):
+        self.config, self.confidence, self.offset = config, confidence, offset
+
+    def register(self, source, target, T_init):
+        from i2p_registration.core.multiview.pairwise import PairwiseResult
+        return PairwiseResult(T_init @ self.offset, self.confidence, 0.5, 0.5, 0.1,
+                              np.eye(6) * 100.0, False)
+
+
+@pytest.mark.parametrize('confidence, offset_m, accepted', [
+    (0.2, 0.1, True),     # below min_confidence 0.3, confirmed by the motion prediction
+    (0.2, 2.0, False),    # disagrees with the prediction by 2 m
+    (0.1, 0.0, False),    # below half of min_confidence
+])
+def test_prediction_confirms_a_weak_lidar_only_tracking_registration(segment, confidence,
+                                                                     offset_m, accepted):
+    mapper = _mapper(**{'pairwise.min_confidence': 0.3})
+    for k in range(3):
+        assert mapper.add_scan(segment.scans[k], segment.stamps[k]).status != 'refused'
+    before = mapper.n_keyframes
+    offset = make_transform(np.eye(3), [offset_m, 0.0, 0.0])
+    mapper.registrar = _PredictionOffsetRegistration(mapper.registrar.config, confidence, offset)
+    outcome = mapper.add_scan(segment.scans[4], segment.stamps[4])
+    assert (outcome.status != 'refused') == accepted, outcome
+    assert mapper.stats.prediction_confirmed == int(accepted)
+    if not accepted:
+        assert 'tracking failed' in outcome.reason and mapper.n_keyframes == before
+    if offset_m == 2.0:
+        assert 'differs from the prediction by 2.00 m' in outcome.reason
