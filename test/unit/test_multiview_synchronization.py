@@ -219,3 +219,23 @@ def test_second_rotation_start_escapes_the_twisted_spectral_minimum():
     rot_single = pose_errors(single.solve(sg.graph).poses, sg.T_map_gt)[0].mean()
     rot_multi = pose_errors(multi.solve(sg.graph).poses, sg.T_map_gt)[0].mean()
     assert rot_multi < 3.0 < 5.0 < rot_single
+
+
+def test_synchronization_runs_blas_on_one_thread(monkeypatch):
+    # Small factorizations on several BLAS threads crawl when other processes load the cores.
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from i2p_registration.core.multiview import synchronization
+
+    seen = []
+    solve = synchronization.TransformationSynchronizer._pipeline
+
+    def spy(self, graph, warm):
+        seen.append([i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'])
+        return solve(self, graph, warm)
+
+    monkeypatch.setattr(synchronization.TransformationSynchronizer, '_pipeline', spy)
+    sg = make_synthetic_graph(20, density=0.3, seed=2)
+    with threadpool_limits(limits=2, user_api='blas'):
+        TransformationSynchronizer(_config(sg)).solve(sg.graph)
+        assert all(i['num_threads'] == 2 for i in threadpool_info() if i['user_api'] == 'blas')
+    assert seen and seen[0] and all(n == 1 for n in seen[0]), seen
