@@ -401,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
             names = ('x', 'y', 'z', 'roll', 'pitch', 'yaw')
             prior = PriorConfig(**dict(zip(names, args.prior))).T_lidar_cam
         from ..core.registration.factory import get_registrar
+        from ..core.threads import set_cpu_threads
         r = config.registration
+        set_cpu_threads(r.threads)
         registrar = get_registrar(method=r.method, refine=r.refine, device=r.device,
                                   min_score=r.min_score)
         mapper = None

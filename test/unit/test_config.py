@@ -20,7 +20,7 @@ EXPECTED_NAMES = [
     'buffering.max_age', 'buffering.jump_back_threshold',
     'processing.max_rate',
     'registration.method', 'registration.refine', 'registration.device',
-    'registration.checkpoint', 'registration.min_score',
+    'registration.checkpoint', 'registration.min_score', 'registration.threads',
     'output.mode', 'output.parent_frame', 'output.child_frame', 'output.overlay',
     'prior.x', 'prior.y', 'prior.z', 'prior.roll', 'prior.pitch', 'prior.yaw',
     'prior.translation_range', 'prior.rotation_range',

@@ -31,6 +31,15 @@ SENSORS = ['camera.width=414', 'camera.height=125', 'camera.fx=240.51', 'camera.
 MAX_PAIRS = 4
 
 
+@pytest.fixture(autouse=True)
+def thread_limits(monkeypatch):
+    """Record ``replay.main``'s CPU thread limit instead of applying it to the test process."""
+    from i2p_registration.core import threads
+    calls = []
+    monkeypatch.setattr(threads, 'set_cpu_threads', calls.append)
+    return calls
+
+
 def _generate(out: Path, image_format: str, storage: str) -> Path:
     from i2p_registration.data.bag_writer import write_bag
     from i2p_registration.data.simulator import Simulator
@@ -162,7 +171,8 @@ def test_missing_camera_info_names_the_topic(drive, tmp_path, capsys):
         replay.select_topics(BagInput.from_path(bag), camera_info='/nope')
 
 
-def test_unknown_message_type_is_skipped_and_reported(drive, registrar, tmp_path, capsys):
+def test_unknown_message_type_is_skipped_and_reported(drive, registrar, tmp_path, capsys,
+                                                      thread_limits):
     bag = _rewrite(drive / 'bag', tmp_path / 'unknown', extra_unknown='/widget')
     result = replay.replay(bag, registrar, RegistrationNodeConfig(), max_pairs=MAX_PAIRS,
                            progress_stream=None)
@@ -174,6 +184,8 @@ def test_unknown_message_type_is_skipped_and_reported(drive, registrar, tmp_path
     assert code == 0
     assert 'skipped /widget: unknown message type acme_msgs/msg/Widget' in \
         capsys.readouterr().err
+    # The replay limits its CPU threads as the node does (registration.threads).
+    assert thread_limits == [RegistrationNodeConfig().registration.threads] == [1]
 
 
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 import time
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from .graph import PoseGraph
 from .linalg import LaplacianSystem
@@ -49,6 +48,7 @@ from .rotation_sync import (rotation_errors, rotation_gauss_newton_step, Rotatio
                             SpectralRotationSync)
 from .translation_sync import synchronize_translations
 from ..geometry.rotations import geodesic_angle
+from ..threads import single_threaded_blas
 
 
 @dataclass(frozen=True)
@@ -156,27 +156,6 @@ class _Edges:
     t: np.ndarray
     confidence: np.ndarray
     information: np.ndarray
-
-
-_BLAS: ThreadpoolController | None = None
-
-
-def single_threaded_blas():
-    """
-    Return a context in which BLAS and LAPACK run on one thread.
-
-    The synchronization's dense and banded factorizations are small (at most a few thousand
-    rows, a band of tens): OpenBLAS's threads buy nothing there and, when other processes keep
-    the cores busy, they wait on each other. Measured on the demo drive's LiDAR-only graph
-    (30-53 keyframes) with two busy processes on this machine's two cores: 128-262 ms per
-    solve with OpenBLAS's default two threads, 14-40 ms with one; the multiview node, sharing
-    the machine with the registration node, reported 0.4-1.4 s.
-    """
-    global _BLAS
-    if _BLAS is None:
-        # Built at first use, once numpy's and scipy's libraries are loaded.
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api='blas')
 
 
 def _poses(R: np.ndarray, t: np.ndarray) -> np.ndarray:
