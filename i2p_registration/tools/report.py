@@ -314,25 +314,32 @@ def draw_top_view(path: str, true_xy: np.ndarray, reg_xy: np.ndarray, reg_ok: np
     All inputs are ``(K, 2)`` map-frame x, y in metres; ``reg_ok`` ``(K,)`` bool (within RR).
     """
     img = np.full((760, 900, 3), 255, np.uint8)
-    allxy = np.vstack([true_xy, map_xy]) if len(map_xy) else true_xy
-    lo, hi = allxy.min(0) - 5, allxy.max(0) + 5
+    # The view frames the drive (the map reaches far beyond it), 25 m around.
+    track = true_xy if keyframe_xy is None or not len(keyframe_xy) else \
+        np.vstack([true_xy, keyframe_xy])
+    lo, hi = track.min(0) - 25.0, track.max(0) + 25.0
     span = max(hi - lo)
     box = (70, 40, 70 + 800, 40 + 680)
     scale = min((box[2] - box[0]) / (hi[0] - lo[0]), (box[3] - box[1]) / (hi[1] - lo[1]))
     xlim = (lo[0], lo[0] + (box[2] - box[0]) / scale)
     ylim = (lo[1], lo[1] + (box[3] - box[1]) / scale)
     ax = _Axes(img, box, xlim, ylim, f'Top view (map frame, {span:.0f} m)', 'x [m]', 'y [m]')
-    for x, y in map_xy:
-        img[ax.px(x, y)[1], ax.px(x, y)[0]] = (150, 150, 150)
-    ax.line(true_xy[:, 0], true_xy[:, 1], COLOURS[0], 2)
-    ax.dots(reg_xy[reg_ok, 0], reg_xy[reg_ok, 1], COLOURS[2], 3)
-    ax.dots(reg_xy[~reg_ok, 0], reg_xy[~reg_ok, 1], COLOURS[1], 3)
+    if len(map_xy):
+        inside = np.all((map_xy >= (xlim[0], ylim[0])) & (map_xy <= (xlim[1], ylim[1])), axis=1)
+        for x, y in map_xy[inside]:
+            u, v = ax.px(x, y)
+            img[min(max(v, 0), img.shape[0] - 1), min(max(u, 0), img.shape[1] - 1)] = \
+                (150, 150, 150)
     items = [('true base_link', COLOURS[0]), ('camera, RR ok', COLOURS[2]),
              ('camera, RR fail', COLOURS[1])]
+    # Keyframes first, small: the true trajectory and the cameras stay visible on top.
     if keyframe_xy is not None and len(keyframe_xy):
-        ax.line(keyframe_xy[:, 0], keyframe_xy[:, 1], COLOURS[3], 1)
-        ax.dots(keyframe_xy[:, 0], keyframe_xy[:, 1], COLOURS[3], 4)
+        ax.line(keyframe_xy[:, 0], keyframe_xy[:, 1], COLOURS[3], 3)
+        ax.dots(keyframe_xy[:, 0], keyframe_xy[:, 1], COLOURS[3], 2)
         items.append(('keyframes', COLOURS[3]))
+    ax.line(true_xy[:, 0], true_xy[:, 1], COLOURS[0], 1)
+    ax.dots(reg_xy[reg_ok, 0], reg_xy[reg_ok, 1], COLOURS[2], 3)
+    ax.dots(reg_xy[~reg_ok, 0], reg_xy[~reg_ok, 1], COLOURS[1], 3)
     ax.legend(items)
     cv2.imwrite(path, img)
 
