@@ -148,7 +148,8 @@ def main(argv=None) -> int:
               'synthetic': args.synthetic or f'test split world 0, {frames} frames (i2p-synth)',
               'synthetic_pairs': {'nearby': count, 'same_frame': same_count},
               'method': 'edge (canny with gradient within 30 deg of the rows, 6-DoF search in '
-                        'the prior ranges, huber 2 px, 3 pyramid levels, prior weight 0.25)'}
+                        'the prior ranges, huber 2 px, 3 pyramid levels, prior weight 0.25, '
+                        'steep intensity edges: step 0.3, weight 0.5)'}
     path = common.write_results('registration_edge', config, figures)
     for f in figures:
         value = f['value'] if f['value'] is not None else float('nan')

@@ -22,6 +22,9 @@ CAMERA_IN_LIDAR = np.array([-0.2, 0.05, 0.3])
 T_CAM_LIDAR = make_transform(R_CAM_LIDAR, -R_CAM_LIDAR @ CAMERA_IN_LIDAR)
 GROUND_Z = -1.7
 WALL_X = 45.0
+# Lane lines of the striped scene: centres (y, metres) and width.
+LANES_Y = (-5.0, -1.75, 1.75, 5.0)
+LANE_WIDTH = 0.2
 
 
 @dataclass
@@ -34,7 +37,8 @@ class Scene:
     T_cam_lidar: np.ndarray
 
 
-def _cast(origin: np.ndarray, directions: np.ndarray, boards: list):
+def _cast(origin: np.ndarray, directions: np.ndarray, boards: list, stripes: bool = False,
+          two_tone: bool = False):
     """Return hit distances ``(N,)`` and grey levels ``(N,)`` of rays in the LiDAR frame."""
     n = len(directions)
     t_best = np.full(n, np.inf)
@@ -46,6 +50,11 @@ def _cast(origin: np.ndarray, directions: np.ndarray, boards: list):
         hit = (t > 0) & (t < t_best)
         t_best = np.where(hit, t, t_best)
         grey = np.where(hit, g, grey)
+    if stripes:
+        y = origin[1] + t_best * directions[:, 1]
+        on_ground = np.isclose(origin[2] + t_best * directions[:, 2], GROUND_Z)
+        painted = np.any([np.abs(y - c) < LANE_WIDTH / 2 for c in LANES_Y], axis=0)
+        grey = np.where(on_ground & painted, 240.0, grey)
     for centre, half_w, half_h, yaw, g in boards:
         normal = np.array([np.cos(yaw), np.sin(yaw), 0.0])
         across = np.array([-np.sin(yaw), np.cos(yaw), 0.0])
@@ -55,12 +64,15 @@ def _cast(origin: np.ndarray, directions: np.ndarray, boards: list):
         hit = ((t > 0) & (t < t_best) & (np.abs(p @ across) <= half_w)
                & (np.abs(p[:, 2]) <= half_h))
         t_best = np.where(hit, t, t_best)
-        grey = np.where(hit, g, grey)
+        # Two-tone boards: the right half painted in the complementary grey.
+        tone = np.where(two_tone & (p @ across > 0), 255.0 - g, g)
+        grey = np.where(hit, tone, grey)
     return t_best, grey
 
 
 def make_scene(seed: int = 0, n_boards: int = 14, width: int = 512, height: int = 256,
-               rings: int = 32, columns: int = 2048) -> Scene:
+               rings: int = 32, columns: int = 2048, stripes: bool = False,
+               two_tone: bool = False) -> Scene:
     """
     Build a seeded board scene and render both sensors.
 
@@ -70,6 +82,10 @@ def make_scene(seed: int = 0, n_boards: int = 14, width: int = 512, height: int 
     :param height: image height.
     :param rings: LiDAR beams from -15 to +10 deg elevation.
     :param columns: LiDAR azimuth steps over 360 deg.
+    :param stripes: paint lane lines on the ground (bright in the image and in the LiDAR
+        intensity, which is the grey level / 255 everywhere).
+    :param two_tone: paint the right half of each board in the complementary grey (a steep
+        border in the image and in the intensity).
     """
     rng = np.random.default_rng(seed)
     boards = []
@@ -86,7 +102,7 @@ def make_scene(seed: int = 0, n_boards: int = 14, width: int = 512, height: int 
     ss = (np.arange(2 * width) + 0.5) / 2.0 - 0.5, (np.arange(2 * height) + 0.5) / 2.0 - 0.5
     u, v = np.meshgrid(*ss)
     rays_cam = np.stack([(u - K[0, 2]) / f, (v - K[1, 2]) / f, np.ones_like(u)], -1).reshape(-1, 3)
-    _, grey = _cast(CAMERA_IN_LIDAR, rays_cam @ R_CAM_LIDAR, boards)
+    _, grey = _cast(CAMERA_IN_LIDAR, rays_cam @ R_CAM_LIDAR, boards, stripes, two_tone)
     grey = grey.reshape(2 * height, 2 * width).reshape(height, 2, width, 2).mean(axis=(1, 3))
     image = np.repeat(np.round(grey).astype(np.uint8)[..., None], 3, axis=2)
     elevation = np.radians(np.linspace(-15.0, 10.0, rings))
@@ -94,11 +110,12 @@ def make_scene(seed: int = 0, n_boards: int = 14, width: int = 512, height: int 
     el, az = np.meshgrid(elevation, azimuth, indexing='ij')
     dirs = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1)
     dirs = dirs.reshape(-1, 3)
-    t, _ = _cast(np.zeros(3), dirs, boards)
+    t, lidar_grey = _cast(np.zeros(3), dirs, boards, stripes, two_tone)
     hit = np.isfinite(t) & (t < 120.0)
     points = (dirs * t[:, None])[hit].astype(np.float32)
     ring = np.repeat(np.arange(rings), columns)[hit].astype(np.uint16)
-    cloud = CloudFrame(points, 1_000, 'lidar', ring=ring)
+    intensity = (lidar_grey[hit] / 255.0).astype(np.float32)
+    cloud = CloudFrame(points, 1_000, 'lidar', intensity, ring)
     return Scene(boards, ImageFrame(image, 1_000, 'camera', camera), cloud, T_CAM_LIDAR.copy())
 
 

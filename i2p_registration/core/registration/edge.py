@@ -41,6 +41,17 @@ class EdgeRegistrar(Registrar):
     :param candidates: search hypotheses refined; the best refined score wins.
     :param inlier_px: inlier bound of the score, working pixels.
     :param min_score: below this score the status is ``low_confidence``.
+    :param intensity_threshold: relative step of the LiDAR intensity along a line that makes an
+        intensity edge (paint and material borders: windows, signs, two-tone surfaces); 0:
+        depth edges only. Only steep borders count (see ``intensity_support`` of
+        :func:`~.lidar_edges.depth_edges`), the ones the orientation-filtered image edges hold.
+        Measured with ``benchmarks/registration_edge.py`` (200 ``nearby`` pairs of a synthetic
+        test world), depth edges only against 0.3 with weight 0.5: median error 0.456 -> 0.284
+        deg and 0.117 -> 0.079 m, converged share 63.8 -> 72.9 %; the real samples stay within
+        0.03 deg and 0.005 m (kitti_000008 3.70 -> 3.52 deg).
+    :param intensity_weight: weight of intensity edge points in ``(0, 1]`` (depth edges weigh up
+        to 1 by their jump). The score counts depth edges only: an intensity edge that the
+        image does not show as an edge (a faint marking) says nothing against the pose.
     """
 
     name = 'edge'
@@ -51,7 +62,8 @@ class EdgeRegistrar(Registrar):
                  max_width: int = 960, pyramid_levels: int = 3, truncation: float = 10.0,
                  min_range: float = 1.0, max_range: float = 80.0, max_edge_points: int = 4000,
                  occluder_voxel: float = 0.2, candidates: int = 3, inlier_px: float = 2.0,
-                 min_score: float = 0.2):
+                 min_score: float = 0.2, intensity_threshold: float = 0.3,
+                 intensity_weight: float = 0.5):
         if not isinstance(detector, EdgeDetector):
             raise ValueError(f'detector must be an EdgeDetector, got {type(detector).__name__}')
         if refiner is not None and not isinstance(refiner, EdgeRefiner):
@@ -71,6 +83,11 @@ class EdgeRegistrar(Registrar):
         self.max_edge_points, self.occluder_voxel = int(max_edge_points), float(occluder_voxel)
         self.candidates, self.inlier_px = int(candidates), float(inlier_px)
         self.min_score = float(min_score)
+        if intensity_threshold < 0 or not 0 < intensity_weight <= 1:
+            raise ValueError('intensity_threshold must be >= 0 and intensity_weight in (0, 1], '
+                             f'got {intensity_threshold}, {intensity_weight}')
+        self.intensity_threshold = float(intensity_threshold)
+        self.intensity_weight = float(intensity_weight)
 
     def _register(self, image: ImageFrame, cloud: CloudFrame, prior: Prior | None,
                   timer: StageTimer) -> RegistrationResult:
@@ -84,7 +101,8 @@ class EdgeRegistrar(Registrar):
             if all(not np.any(f.cost < f.truncation) for f in pyramid):
                 raise RegistrationFailure('no edges in the image (uniform or blank image)')
         with timer('lidar_features'):
-            points, weights, occluders = self._lidar_features(cloud, image, prior)
+            points, weights, depth, occluders = self._lidar_features(cloud, image, prior)
+            score_weights = np.where(depth, weights, 0.0)
         with timer('search'):
             if self.search is not None:
                 starts, _ = self.search.search(pyramid, points, weights, prior)
@@ -92,10 +110,11 @@ class EdgeRegistrar(Registrar):
             else:
                 starts = prior.T_cam_lidar[None]
         with timer('refine'):
-            best = self._refine(pyramid, points, weights, occluders, starts, prior)
+            best = self._refine(pyramid, points, weights, score_weights, occluders, starts,
+                                prior)
         with timer('score'):
             T, covariance, converged = best
-            score, inliers, count = self._score(pyramid, points, weights, occluders, T)
+            score, inliers, count = self._score(pyramid, points, score_weights, occluders, T)
         status, reason = Status.OK, ''
         if count < 1:
             raise RegistrationFailure('no edge points in view at the estimate')
@@ -109,15 +128,19 @@ class EdgeRegistrar(Registrar):
                                   timer.timings)
 
     def _lidar_features(self, cloud: CloudFrame, image: ImageFrame, prior: Prior):
-        """Return edge points ``(M, 3)`` float64, weights ``(M,)`` and occluders ``(K, 3)``."""
+        """Return edge points ``(M, 3)``, weights, depth-edge mask ``(M,)`` and occluders."""
         # Edges come from the whole scan (returns beyond the range limit still tell where a
         # silhouette ends); the edge points themselves obey the range limits.
         try:
-            edges = depth_edges(cloud.points, cloud.ring, min_range=self.min_range)
+            edges = depth_edges(cloud.points, cloud.ring, cloud.intensity,
+                                min_range=self.min_range,
+                                intensity_threshold=self.intensity_threshold,
+                                intensity_weight=self.intensity_weight)
         except ScanLineError as error:
             raise RegistrationFailure(str(error)) from error
         in_range = range_mask(edges.points, self.min_range, self.max_range)
         points, weight = edges.points[in_range], edges.weight[in_range].astype(np.float64)
+        depth = edges.depth[in_range]
         if len(points) == 0:
             raise RegistrationFailure('no depth edges in the scan (no discontinuities found)')
         cloud = cloud.select(range_mask(cloud.points, self.min_range, self.max_range))
@@ -127,17 +150,17 @@ class EdgeRegistrar(Registrar):
             reach = np.max(prior.rotation_range) + np.max(prior.translation_range) / 5.0
             margin = camera.K[0, 0] * np.tan(min(reach, 1.2)) + 0.05 * camera.width
             in_view = frustum_mask(points, prior.T_cam_lidar, camera, margin)
-            points, weight = points[in_view], weight[in_view]
+            points, weight, depth = points[in_view], weight[in_view], depth[in_view]
             if len(points) == 0:
                 raise RegistrationFailure('no LiDAR edge points in the camera view at the prior')
         if len(points) > self.max_edge_points:
             # Strongest first; ties keep scan order, so the choice is deterministic.
             strongest = np.argsort(-weight, kind='stable')[:self.max_edge_points]
-            points, weight = points[strongest], weight[strongest]
+            points, weight, depth = points[strongest], weight[strongest], depth[strongest]
         occluders = cloud.points[voxel_downsample(cloud.points, self.occluder_voxel)]
-        return points, weight, occluders.astype(np.float64)
+        return points, weight, depth, occluders.astype(np.float64)
 
-    def _refine(self, pyramid, points, weights, occluders, starts, prior):
+    def _refine(self, pyramid, points, weights, score_weights, occluders, starts, prior):
         """Refine each start; return ``(T, covariance, converged)`` of the best score."""
         if self.refiner is None:
             return starts[0], np.full((6, 6), np.nan), True
@@ -150,7 +173,8 @@ class EdgeRegistrar(Registrar):
             except RegistrationFailure as failure:
                 failures.append(str(failure))
                 continue
-            score, _, _ = self._score(pyramid, points, weights, occluders, outcome.lm.T)
+            score, _, _ = self._score(pyramid, points, score_weights, occluders,
+                                      outcome.lm.T)
             if score > best_score:
                 best = (outcome.lm.T, outcome.lm.covariance, outcome.lm.converged)
                 best_score = score
