@@ -229,6 +229,10 @@ class RegistrationConfig(_Section):
                              read_only=True)
     min_score: float = _param(0.5, 'results scoring below this publish no TF',
                               min_value=0.0, max_value=1.0)
+    intensity_threshold: float = _param(0.0, 'edge method: relative LiDAR intensity step of an '
+                                        'intensity edge (steep paint borders); 0: depth edges '
+                                        'only; 0.3 measured', min_value=0.0, max_value=1.0,
+                                        read_only=True)
     threads: int = _param(1, 'CPU threads per operation (BLAS, OpenMP, torch); 0: the '
                           "libraries' defaults (all cores). One suits the edge method and a "
                           'machine shared with other nodes', min_value=0, max_value=1024,

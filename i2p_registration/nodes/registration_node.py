@@ -79,7 +79,8 @@ def make_default_registrar(config: RegistrationNodeConfig) -> Registrar:
     r = config.registration
     set_cpu_threads(r.threads)
     return get_registrar(method=r.method, refine=r.refine, device=r.device,
-                         min_score=r.min_score, checkpoint=r.checkpoint or None)
+                         min_score=r.min_score, checkpoint=r.checkpoint or None,
+                         intensity_threshold=r.intensity_threshold)
 
 
 def _device_of(registrar: Registrar) -> str:

@@ -405,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         r = config.registration
         set_cpu_threads(r.threads)
         registrar = get_registrar(method=r.method, refine=r.refine, device=r.device,
-                                  min_score=r.min_score)
+                                  min_score=r.min_score,
+                                  intensity_threshold=r.intensity_threshold)
         mapper = None
         if args.multiview:
             from ..core.multiview.config import MultiviewNodeConfig

@@ -288,3 +288,6 @@ def test_intensity_edge_parameters_are_validated():
                       intensity_threshold=-0.1)
     with pytest.raises(ValueError, match='intensity_weight'):
         EdgeRegistrar(CannyEdges(), EdgeRefiner(get_kernel('huber', 2.0)), intensity_weight=0.0)
+    # Off by default (registration.intensity_threshold), passed through the factory.
+    assert get_registrar('edge', device='cpu').intensity_threshold == 0.0
+    assert get_registrar('edge', device='cpu', intensity_threshold=0.3).intensity_threshold == 0.3

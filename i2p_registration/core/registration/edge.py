@@ -43,12 +43,15 @@ class EdgeRegistrar(Registrar):
     :param min_score: below this score the status is ``low_confidence``.
     :param intensity_threshold: relative step of the LiDAR intensity along a line that makes an
         intensity edge (paint and material borders: windows, signs, two-tone surfaces); 0:
-        depth edges only. Only steep borders count (see ``intensity_support`` of
+        depth edges only (the default). Only steep borders count (see ``intensity_support`` of
         :func:`~.lidar_edges.depth_edges`), the ones the orientation-filtered image edges hold.
         Measured with ``benchmarks/registration_edge.py`` (200 ``nearby`` pairs of a synthetic
-        test world), depth edges only against 0.3 with weight 0.5: median error 0.456 -> 0.284
-        deg and 0.117 -> 0.079 m, converged share 63.8 -> 72.9 %; the real samples stay within
-        0.03 deg and 0.005 m (kitti_000008 3.70 -> 3.52 deg).
+        test world), 0 against 0.3 with weight 0.5: median error 0.456 -> 0.284 deg and 0.117
+        -> 0.079 m, converged share 63.8 -> 72.9 %; the real samples within 0.03 deg and 0.005
+        m. It stays off by default: on the full-size pair of the node test
+        (``test/ros/test_registration_node_edge.py``, prior 2.4 cm / 0.6 deg off) it ends 0.25
+        m / 0.55 deg away instead of 0.035 m / 0.19 deg (refused by score), and on 16 more
+        full-size pairs it helped no more than it hurt (81 % against 75 % within 10 cm).
     :param intensity_weight: weight of intensity edge points in ``(0, 1]`` (depth edges weigh up
         to 1 by their jump). The score counts depth edges only: an intensity edge that the
         image does not show as an edge (a faint marking) says nothing against the pose.
@@ -62,7 +65,7 @@ class EdgeRegistrar(Registrar):
                  max_width: int = 960, pyramid_levels: int = 3, truncation: float = 10.0,
                  min_range: float = 1.0, max_range: float = 80.0, max_edge_points: int = 4000,
                  occluder_voxel: float = 0.2, candidates: int = 3, inlier_px: float = 2.0,
-                 min_score: float = 0.2, intensity_threshold: float = 0.3,
+                 min_score: float = 0.2, intensity_threshold: float = 0.0,
                  intensity_weight: float = 0.5):
         if not isinstance(detector, EdgeDetector):
             raise ValueError(f'detector must be an EdgeDetector, got {type(detector).__name__}')

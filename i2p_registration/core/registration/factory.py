@@ -33,7 +33,8 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
                   kernel: str = 'huber', kernel_scale: float = 2.0,
                   default_prior: Prior | None = None, min_score: float = 0.2,
                   checkpoint: str | None = None,
-                  prior_weight: float = PRIOR_WEIGHT) -> Registrar:
+                  prior_weight: float = PRIOR_WEIGHT,
+                  intensity_threshold: float = 0.0) -> Registrar:
     """
     Return the registrar for ``registration.method`` and ``registration.refine``.
 
@@ -50,6 +51,8 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
     :param checkpoint: network checkpoint of the ray methods (``i2p-train`` output).
     :param prior_weight: strength of the edge refinement's pose-prior term (see
         :class:`EdgeRefiner`); 0 disables it.
+    :param intensity_threshold: LiDAR intensity edges of ``edge`` (see :class:`EdgeRegistrar`);
+        0: depth edges only.
     """
     if method not in METHODS:
         raise ValueError(f'unknown or unavailable registration method {method!r}, expected one '
@@ -69,7 +72,7 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
     if refiner is None and pose_search is None:
         raise ValueError('edge registration needs refine=True or a search mode')
     return EdgeRegistrar(get_edge_detector(edge_detector), refiner, pose_search, default_prior,
-                         min_score=min_score)
+                         min_score=min_score, intensity_threshold=intensity_threshold)
 
 
 __all__ = ['get_refiner', 'get_registrar', 'METHODS', 'RefinedRegistrar']
