@@ -123,8 +123,8 @@ def test_metrics_match_a_recomputation_from_the_output_bag(demo):
 
 
 @pytest.mark.xfail(strict=False, reason='issue 8 asks RR >= 90 % of the attempted registrations '
-                   'from the nominal prior; the edge method publishes about 30 % of them (132 '
-                   'of 417 on the 60 s demo), all within the RR bounds, and refuses the rest by '
+                   'from the nominal prior; the edge method publishes about 30 % of them (128 '
+                   'of 460 on the 60 s demo), all within the RR bounds, and refuses the rest by '
                    'score (issue 8 is open on it)')
 def test_registration_recall_from_the_nominal_prior(demo):
     # Recall counts every attempted registration: a refused one is not a success.
