@@ -100,6 +100,14 @@ def finite_or_none(value):
     return value
 
 
+def print_figures(figures: list[dict], path: str, name_width: int = 45) -> None:
+    """Print one line per figure (value, unit, whether it meets its target), then ``path``."""
+    for f in figures:
+        value = f['value'] if f['value'] is not None else float('nan')
+        print(f"{f['name']:{name_width}s} {value:10.3f} {f['unit']:8s} meets={f['meets']}")
+    print(path)
+
+
 def write_results(name: str, config: dict, figures: list[dict],
                   results_dir: str = RESULTS_DIR) -> str:
     """

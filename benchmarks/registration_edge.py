@@ -170,11 +170,7 @@ def main(argv=None) -> int:
               'method': 'edge (canny with gradient within 30 deg of the rows, 6-DoF search in '
                         'the prior ranges, huber 2 px, 3 pyramid levels, prior weight 0.25, '
                         'depth edges only; the intensity variant adds steep intensity edges)'}
-    path = common.write_results('registration_edge', config, figures)
-    for f in figures:
-        value = f['value'] if f['value'] is not None else float('nan')
-        print(f"{f['name']:55s} {value:10.3f} {f['unit']:8s} meets={f['meets']}")
-    print(path)
+    common.print_figures(figures, common.write_results('registration_edge', config, figures), 55)
     return 0
 
 

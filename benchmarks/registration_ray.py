@@ -125,11 +125,7 @@ def main(argv=None) -> int:
     else:
         config['accuracy'] = ('not measured: no checkpoint given (--checkpoint); no trained '
                               'model is shipped yet')
-    path = common.write_results('registration_ray', config, figures)
-    for f in figures:
-        value = f['value'] if f['value'] is not None else float('nan')
-        print(f"{f['name']:45s} {value:10.3f} {f['unit']:8s} meets={f['meets']}")
-    print(path)
+    common.print_figures(figures, common.write_results('registration_ray', config, figures))
     return 0
 
 

@@ -74,13 +74,8 @@ def make_default_registrar(config: RegistrationNodeConfig) -> Registrar:
     :raises ValueError: when the method cannot be built (unknown, unavailable device...).
     """
     # Imported here: the factory imports torch (seconds), which an injected registrar never needs.
-    from i2p_registration.core.registration.factory import get_registrar
-    from i2p_registration.core.threads import set_cpu_threads
-    r = config.registration
-    set_cpu_threads(r.threads)
-    return get_registrar(method=r.method, refine=r.refine, device=r.device,
-                         min_score=r.min_score, checkpoint=r.checkpoint or None,
-                         intensity_threshold=r.intensity_threshold)
+    from i2p_registration.core.registration.factory import registrar_from_config
+    return registrar_from_config(config.registration)
 
 
 def _device_of(registrar: Registrar) -> str:

@@ -400,13 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.prior:
             names = ('x', 'y', 'z', 'roll', 'pitch', 'yaw')
             prior = PriorConfig(**dict(zip(names, args.prior))).T_lidar_cam
-        from ..core.registration.factory import get_registrar
-        from ..core.threads import set_cpu_threads
-        r = config.registration
-        set_cpu_threads(r.threads)
-        registrar = get_registrar(method=r.method, refine=r.refine, device=r.device,
-                                  min_score=r.min_score,
-                                  intensity_threshold=r.intensity_threshold)
+        from ..core.registration.factory import registrar_from_config
+        registrar = registrar_from_config(config.registration)
         mapper = None
         if args.multiview:
             from ..core.multiview.config import MultiviewNodeConfig

@@ -328,8 +328,7 @@ def draw_top_view(path: str, true_xy: np.ndarray, reg_xy: np.ndarray, reg_ok: np
         inside = np.all((map_xy >= (xlim[0], ylim[0])) & (map_xy <= (xlim[1], ylim[1])), axis=1)
         for x, y in map_xy[inside]:
             u, v = ax.px(x, y)
-            img[min(max(v, 0), img.shape[0] - 1), min(max(u, 0), img.shape[1] - 1)] = \
-                (150, 150, 150)
+            img[v, u] = (150, 150, 150)
     items = [('true base_link', COLOURS[0]), ('camera, RR ok', COLOURS[2]),
              ('camera, RR fail', COLOURS[1])]
     # Keyframes first, small: the true trajectory and the cameras stay visible on top.

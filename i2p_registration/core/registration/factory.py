@@ -75,4 +75,23 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
                          min_score=min_score, intensity_threshold=intensity_threshold)
 
 
-__all__ = ['get_refiner', 'get_registrar', 'METHODS', 'RefinedRegistrar']
+def registrar_from_config(registration) -> Registrar:
+    """
+    Build the registrar that a ``registration`` config section describes, for this process.
+
+    Also limits the process's CPU threads to ``registration.threads`` (see
+    :mod:`i2p_registration.core.threads`). The registration node and ``i2p-replay`` both build
+    theirs here, so a replay registers as the node does.
+
+    :param registration: a :class:`~i2p_registration.core.config.RegistrationConfig`.
+    :raises ValueError: when the method cannot be built (unknown, unavailable device...).
+    """
+    from i2p_registration.core import threads
+    r = registration
+    threads.set_cpu_threads(r.threads)
+    return get_registrar(method=r.method, refine=r.refine, device=r.device,
+                         min_score=r.min_score, checkpoint=r.checkpoint or None,
+                         intensity_threshold=r.intensity_threshold)
+
+
+__all__ = ['get_refiner', 'get_registrar', 'METHODS', 'RefinedRegistrar', 'registrar_from_config']
