@@ -16,8 +16,9 @@ Figures:
   method gets each scan in its sensor frame with the protocol's perturbation moved into the
   prior (``evaluate.run_protocol``), and is scored in the protocol's frame.
 
-The method is the factory's default ``edge`` (oriented Canny edges, a 6-DoF hypothesis search
-within the prior's ranges, robust LM with a pose-prior term).
+The method is the factory's default ``edge`` (oriented Canny edges for the sides and the tops
+of objects, a 6-DoF hypothesis search within the prior's ranges, robust LM with Huber then
+Cauchy and a pose-prior term).
 
 Run: ``python benchmarks/registration_edge.py [--quick] [--synthetic ROOT]``.
 """
@@ -167,9 +168,11 @@ def main(argv=None) -> int:
               'latency_repeat': repeat, 'real': real_config,
               'synthetic': args.synthetic or f'test split world 0, {frames} frames (i2p-synth)',
               'synthetic_pairs': {'nearby': count, 'same_frame': same_count},
-              'method': 'edge (canny with gradient within 30 deg of the rows, 6-DoF search in '
-                        'the prior ranges, huber 2 px, 3 pyramid levels, prior weight 0.25, '
-                        'depth edges only; the intensity variant adds steep intensity edges)'}
+              'method': 'edge (canny with gradient within 30 deg of the rows or columns, 6-DoF '
+                        'search in the prior ranges on the sides, huber 2 px over 3 pyramid '
+                        'levels then cauchy 2 px on the finest, sides and tops (weight 0.5), '
+                        'prior weight 0.05 of the robust weights, depth edges only; the '
+                        'intensity variant adds steep intensity edges)'}
     common.print_figures(figures, common.write_results('registration_edge', config, figures), 55)
     return 0
 

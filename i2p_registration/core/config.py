@@ -233,6 +233,10 @@ class RegistrationConfig(_Section):
                                         'intensity edge (steep paint borders); 0: depth edges '
                                         'only; 0.3 measured', min_value=0.0, max_value=1.0,
                                         read_only=True)
+    top_weight: float = _param(0.5, 'edge method: weight of the tops of objects (depth edges '
+                               'between scan lines, against image edges along the rows) in '
+                               'the refinement; 0: sides only', min_value=0.0,
+                               max_value=10.0, read_only=True)
     threads: int = _param(1, 'CPU threads per operation (BLAS, OpenMP, torch); 0: the '
                           "libraries' defaults (all cores). One suits the edge method and a "
                           'machine shared with other nodes', min_value=0, max_value=1024,

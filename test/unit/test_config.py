@@ -21,7 +21,7 @@ EXPECTED_NAMES = [
     'processing.max_rate',
     'registration.method', 'registration.refine', 'registration.device',
     'registration.checkpoint', 'registration.min_score',
-    'registration.intensity_threshold', 'registration.threads',
+    'registration.intensity_threshold', 'registration.top_weight', 'registration.threads',
     'output.mode', 'output.parent_frame', 'output.child_frame', 'output.overlay',
     'prior.x', 'prior.y', 'prior.z', 'prior.roll', 'prior.pitch', 'prior.yaw',
     'prior.translation_range', 'prior.rotation_range',

@@ -16,16 +16,31 @@ from i2p_registration.core.registration.search import get_search, resolve_device
 
 METHODS = ('edge', 'ray', 'ray+edge')
 # Pose-prior strength of the edge refinement: a correction as large as the prior's range costs as
-# much as a half-pixel shift of every edge point. Without it the one-sided edge cost drifts along
-# weakly observed directions (translation); much stronger, it pins the estimate to the prior
-# (measured on the real samples: benchmarks/registration_edge.py).
-PRIOR_WEIGHT = 0.25
+# much as a shift of every edge point (counted with its robust weight) by sqrt(0.05) = 0.22
+# pixel. Without it the one-sided edge cost drifts along weakly observed directions
+# (translation); stronger, it holds the estimate near a wrong prior. Measured with tops and the
+# Cauchy pass (20 trials from +-2 deg / +-0.2 m, median): pjlab_manual 0.17 deg / 8.9 cm and
+# pjlab_scene3 0.20 deg / 10.9 cm at 0.05, against 0.29 deg / 13.5 cm and 0.27 deg / 14.9 cm at
+# 0.5 (benchmarks/registration_edge.py records the current figures).
+PRIOR_WEIGHT = 0.05
+# Weight of the tops of objects (edges between scan lines) against their sides in the edge
+# refinement; see EdgeRegistrar.
+TOP_WEIGHT = 0.5
 
 
-def get_refiner(kernel: str = 'huber', kernel_scale: float = 2.0) -> Registrar:
+def _edge_refiner(kernel: str, kernel_scale: float, prior_weight: float,
+                  final_kernel: str | None) -> EdgeRefiner:
+    final = None if final_kernel is None else get_kernel(final_kernel, kernel_scale)
+    return EdgeRefiner(get_kernel(kernel, kernel_scale), prior_weight=prior_weight,
+                       final_kernel=final)
+
+
+def get_refiner(kernel: str = 'huber', kernel_scale: float = 2.0,
+                final_kernel: str | None = 'cauchy', top_weight: float = TOP_WEIGHT) -> Registrar:
     """Return the edge refinement stage alone (no search): it follows any method."""
     return EdgeRegistrar(get_edge_detector('canny'),
-                         EdgeRefiner(get_kernel(kernel, kernel_scale), prior_weight=PRIOR_WEIGHT))
+                         _edge_refiner(kernel, kernel_scale, PRIOR_WEIGHT, final_kernel),
+                         top_weight=top_weight)
 
 
 def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto',
@@ -34,7 +49,8 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
                   default_prior: Prior | None = None, min_score: float = 0.2,
                   checkpoint: str | None = None,
                   prior_weight: float = PRIOR_WEIGHT,
-                  intensity_threshold: float = 0.0) -> Registrar:
+                  intensity_threshold: float = 0.0, final_kernel: str | None = 'cauchy',
+                  top_weight: float = TOP_WEIGHT) -> Registrar:
     """
     Return the registrar for ``registration.method`` and ``registration.refine``.
 
@@ -53,6 +69,10 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
         :class:`EdgeRefiner`); 0 disables it.
     :param intensity_threshold: LiDAR intensity edges of ``edge`` (see :class:`EdgeRegistrar`);
         0: depth edges only.
+    :param final_kernel: kernel of a last refinement pass on the finest level, at
+        ``kernel_scale`` (see :class:`EdgeRefiner`); None: no such pass.
+    :param top_weight: weight of the tops of objects in the edge refinement (see
+        :class:`EdgeRegistrar`); 0: sides only.
     """
     if method not in METHODS:
         raise ValueError(f'unknown or unavailable registration method {method!r}, expected one '
@@ -65,14 +85,16 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
         network = load_ray_registrar(checkpoint, torch_device)
         if method == 'ray':
             return network
-        return RefinedRegistrar(network, get_refiner(kernel, kernel_scale))
-    refiner = (EdgeRefiner(get_kernel(kernel, kernel_scale), prior_weight=prior_weight)
+        return RefinedRegistrar(network, get_refiner(kernel, kernel_scale, final_kernel,
+                                                     top_weight))
+    refiner = (_edge_refiner(kernel, kernel_scale, prior_weight, final_kernel)
                if refine else None)
     pose_search = get_search(search, torch_device) if search is not None else None
     if refiner is None and pose_search is None:
         raise ValueError('edge registration needs refine=True or a search mode')
     return EdgeRegistrar(get_edge_detector(edge_detector), refiner, pose_search, default_prior,
-                         min_score=min_score, intensity_threshold=intensity_threshold)
+                         min_score=min_score, intensity_threshold=intensity_threshold,
+                         top_weight=top_weight)
 
 
 def registrar_from_config(registration) -> Registrar:
@@ -91,7 +113,7 @@ def registrar_from_config(registration) -> Registrar:
     threads.set_cpu_threads(r.threads)
     return get_registrar(method=r.method, refine=r.refine, device=r.device,
                          min_score=r.min_score, checkpoint=r.checkpoint or None,
-                         intensity_threshold=r.intensity_threshold)
+                         intensity_threshold=r.intensity_threshold, top_weight=r.top_weight)
 
 
 __all__ = ['get_refiner', 'get_registrar', 'METHODS', 'RefinedRegistrar', 'registrar_from_config']

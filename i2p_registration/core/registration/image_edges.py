@@ -44,13 +44,21 @@ class CostField:
         """Return ``(height, width)`` in pixels."""
         return self.cost.shape
 
-    def sample(self, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @functools.cached_property
+    def _layers(self) -> np.ndarray:
+        """Return ``(3, H, W)``: cost, d/du, d/dv, sampled together."""
+        return np.concatenate([self.cost[None], self.grad])
+
+    def sample(self, uv: np.ndarray,
+               gradient: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """
         Bilinearly interpolate the cost and its gradient at sub-pixel positions.
 
         :param uv: ``(N, 2)`` float pixels of this level; outside the image the cost is the
             truncation and the gradient zero.
-        :return: ``cost`` ``(N,)`` and ``grad`` ``(N, 2)``, float64.
+        :param gradient: also sample the gradient.
+        :return: ``cost`` ``(N,)`` and ``grad`` ``(N, 2)`` (None without ``gradient``),
+            float64.
         """
         h, w = self.cost.shape
         u, v = uv[:, 0], uv[:, 1]
@@ -60,15 +68,13 @@ class CostField:
         u0 = np.minimum(np.floor(u).astype(np.int64), w - 2)
         v0 = np.minimum(np.floor(v).astype(np.int64), h - 2)
         fu, fv = u - u0, v - v0
-        w00, w01 = (1 - fu) * (1 - fv), fu * (1 - fv)
-        w10, w11 = (1 - fu) * fv, fu * fv
-
-        def bilinear(a):
-            return (w00 * a[v0, u0] + w01 * a[v0, u0 + 1] + w10 * a[v0 + 1, u0]
-                    + w11 * a[v0 + 1, u0 + 1])
-        cost = np.where(inside, bilinear(self.cost), self.truncation)
-        grad = np.stack([bilinear(self.grad[0]), bilinear(self.grad[1])], axis=1)
-        return cost, np.where(inside[:, None], grad, 0.0)
+        layers = self._layers if gradient else self.cost[None]
+        a = layers[:, v0, u0] * ((1 - fu) * (1 - fv)) + layers[:, v0, u0 + 1] * (fu * (1 - fv))
+        a += layers[:, v0 + 1, u0] * ((1 - fu) * fv) + layers[:, v0 + 1, u0 + 1] * (fu * fv)
+        cost = np.where(inside, a[0], self.truncation)
+        if not gradient:
+            return cost, None
+        return cost, np.where(inside[:, None], a[1:].T, 0.0)
 
 
 class EdgeDetector(abc.ABC):
@@ -77,6 +83,17 @@ class EdgeDetector(abc.ABC):
     @abc.abstractmethod
     def detect(self, gray: np.ndarray) -> np.ndarray:
         """Return a ``(H, W)`` bool edge map of a ``(H, W)`` uint8 image."""
+
+    def detect_sides_and_tops(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Return the edge maps that object sides and object tops match.
+
+        Sides (silhouettes that cross the LiDAR's scan lines) are the map of :meth:`detect`;
+        tops (silhouettes between scan lines) are edges along the image rows. A detector that
+        does not tell orientations apart returns its one map twice.
+        """
+        edges = self.detect(gray)
+        return edges, edges
 
 
 class CannyEdges(EdgeDetector):
@@ -107,15 +124,26 @@ class CannyEdges(EdgeDetector):
 
     def detect(self, gray: np.ndarray) -> np.ndarray:
         """Return the Canny edge map (bool ``(H, W)``)."""
+        return self.detect_sides_and_tops(gray)[0]
+
+    def detect_sides_and_tops(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Return the edges within ``max_gradient_angle`` of the columns and of the rows.
+
+        One Canny pass; the side map is :meth:`detect`'s, the top map holds the edges whose
+        gradient lies within the same angle of the image columns (edges along the rows). Without
+        ``max_gradient_angle`` both are the whole map.
+        """
         img = cv2.GaussianBlur(gray, (0, 0), self.blur_sigma) if self.blur_sigma > 0 else gray
-        mag = _sobel_magnitude(img)
-        high = max(float(np.quantile(mag, self.high_quantile)), 1.0)
+        gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)
+        high = max(float(np.quantile(cv2.magnitude(gx, gy), self.high_quantile)), 1.0)
         edges = cv2.Canny(np.ascontiguousarray(img), 0.5 * high, high, L2gradient=True) > 0
-        if self.max_gradient_angle is not None and self.max_gradient_angle < np.pi / 2:
-            gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
-            gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)
-            edges &= np.abs(gy) <= np.tan(self.max_gradient_angle) * np.abs(gx)
-        return edges
+        if self.max_gradient_angle is None or self.max_gradient_angle >= np.pi / 2:
+            return edges, edges
+        slope = np.tan(self.max_gradient_angle)
+        return (edges & (np.abs(gy) <= slope * np.abs(gx)),
+                edges & (np.abs(gx) <= slope * np.abs(gy)))
 
 
 class GradientEdges(EdgeDetector):
@@ -258,9 +286,14 @@ def cost_pyramid(gray: np.ndarray, K: np.ndarray, detector: EdgeDetector, levels
     :param blur_sigma: smoothing of each level's distance, pixels of that level.
     :return: ``levels`` cost fields, level 0 the finest.
     """
+    return edge_pyramid(detector.detect(gray), K, levels, truncation, blur_sigma)
+
+
+def edge_pyramid(edges: np.ndarray, K: np.ndarray, levels: int = 3, truncation: float = 10.0,
+                 blur_sigma: float = 1.0) -> list[CostField]:
+    """Build the cost pyramid of an edge map (see :func:`cost_pyramid`), finest level first."""
     if levels < 1:
         raise ValueError(f'levels must be >= 1, got {levels}')
-    edges = detector.detect(gray)
     K = np.asarray(K, dtype=np.float64)
     h, w = edges.shape
     pyramid = []

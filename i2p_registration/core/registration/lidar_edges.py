@@ -39,9 +39,68 @@ class LidarEdges:
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
+    @classmethod
+    def none(cls) -> 'LidarEdges':
+        """Return an empty set of edge points."""
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool),
+                   np.zeros((0, 3)))
+
+
+def _as_points(points: np.ndarray) -> np.ndarray:
+    """Return ``points`` as ``(N, 3)`` float64, or raise ``ValueError`` naming the shape."""
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f'points must have shape (N, 3), got {p.shape}')
+    return p
+
 
 class ScanLineError(ValueError):
     """The scan lines of a cloud without a ``ring`` field cannot be recovered."""
+
+
+@dataclass(frozen=True)
+class ScanGeometry:
+    """
+    A scan seen as lines of a spinning LiDAR, shared by the edge finders of one scan.
+
+    :param line: ``(N,)`` int64 line ids ``0..L-1`` ranked by elevation (adjacent ids: adjacent
+        lasers).
+    :param line_elevation: ``(L,)`` median elevation of each line, radians.
+    :param sectored: the lines were clustered per azimuth sector (a tilted scan without ring).
+    :param range_: ``(N,)`` distances from the sensor, metres.
+    :param azimuth: ``(N,)`` radians.
+    :param elevation: ``(N,)`` radians.
+    :param order: ``(N,)`` indices sorting the points by line, then azimuth.
+    :param column: median azimuth step between neighbours of a line, radians.
+    """
+
+    line: np.ndarray
+    line_elevation: np.ndarray
+    sectored: bool
+    range_: np.ndarray
+    azimuth: np.ndarray
+    elevation: np.ndarray
+    order: np.ndarray
+    column: float
+
+    @classmethod
+    def of(cls, points: np.ndarray, ring: np.ndarray | None = None) -> 'ScanGeometry':
+        """
+        Return the geometry of a scan (``(N, 3)`` points, N >= 1, optional ring field).
+
+        :raises ScanLineError: see :func:`scan_lines`.
+        """
+        p = np.asarray(points, dtype=np.float64)
+        line, sectored = scan_lines(p, ring, _sectored=True)
+        azimuth = np.arctan2(p[:, 1], p[:, 0])
+        elevation = np.arctan2(p[:, 2], np.hypot(p[:, 0], p[:, 1]))
+        line, line_elevation = _rank_lines(elevation, line)
+        order = np.lexsort((azimuth, line))
+        line_s = line[order]
+        steps = np.diff(azimuth[order])[line_s[1:] == line_s[:-1]]
+        column = float(np.median(steps)) if steps.size else np.radians(0.2)
+        return cls(line, line_elevation, bool(sectored), np.linalg.norm(p, axis=1), azimuth,
+                   elevation, order, column)
 
 
 def scan_lines(points: np.ndarray, ring: np.ndarray | None = None,
@@ -130,7 +189,8 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
                 min_support: int = 0, support_lines: int = 2,
                 support_columns: float = 3.0,
                 max_hole: float = np.radians(10.0),
-                intensity_support: int = 1) -> LidarEdges:
+                intensity_support: int = 1,
+                geometry: ScanGeometry | None = None) -> LidarEdges:
     """
     Find depth-discontinuity edge points (and, optionally, intensity edges) along scan lines.
 
@@ -171,29 +231,22 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
         and drops markings on the ground, which project to slanted image edges that an
         orientation-filtered edge map does not hold (without it, 4 of 6 refinements of a test
         scene with lane lines diverged). 0: no filter.
+    :param geometry: the scan's :class:`ScanGeometry` when already computed (else from
+        ``points`` and ``ring``).
     :return: the edge points.
     """
-    p = np.asarray(points, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f'points must have shape (N, 3), got {p.shape}')
-    empty = LidarEdges(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool),
-                       np.zeros((0, 3)))
+    p = _as_points(points)
     if len(p) < 3:
-        return empty
-    line, sectored = scan_lines(p, ring, _sectored=True)
-    line = _rank_lines(p, line)
-    if sectored:
+        return LidarEdges.none()
+    g = geometry if geometry is not None else ScanGeometry.of(p, ring)
+    if g.sectored:
         # Sector clusters split and merge lasers near the sensor (a translated frame changes
         # their elevations with range): their gaps are no holes.
         max_hole = 0.0
-    r = np.linalg.norm(p, axis=1)
-    azimuth = np.arctan2(p[:, 1], p[:, 0])
-    order = np.lexsort((azimuth, line))
-    line_s, az_s, r_s = line[order], azimuth[order], r[order]
+    order, column = g.order, g.column
+    line_s, az_s, r_s = g.line[order], g.azimuth[order], g.range_[order]
     same_line = line_s[1:] == line_s[:-1]
     gap = np.diff(az_s)
-    steps = gap[same_line]
-    column = float(np.median(steps)) if steps.size else np.radians(0.2)
     near_enough = (r_s[1:] >= min_range) & (r_s[:-1] >= min_range)
     neighbour = same_line & (gap < max_azimuth_gap) & near_enough
     # A hole in a line (no return: sky, beyond the range) is a neighbour infinitely far away.
@@ -248,21 +301,108 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
         moved.append(p_s[is_intensity])
     index = np.concatenate(index)
     if index.size == 0:
-        return empty
+        return LidarEdges.none()
     return LidarEdges(index.astype(np.int64), np.concatenate(weight).astype(np.float32),
                       np.concatenate(is_depth), np.concatenate(moved))
 
 
-def _rank_lines(points: np.ndarray, line: np.ndarray) -> np.ndarray:
-    """Renumber line ids ``0..L-1`` by their median elevation (adjacent ids: adjacent lasers)."""
+def cross_line_edges(points: np.ndarray, ring: np.ndarray | None = None,
+                     min_jump: float = 0.3, relative_jump: float = 0.2,
+                     jump_cap: float = 2.0, min_range: float = 1.0,
+                     geometry: ScanGeometry | None = None) -> LidarEdges:
+    """
+    Find depth-discontinuity edge points between adjacent scan lines (tops and bottoms).
+
+    :func:`depth_edges` finds silhouettes along the scan lines: the sides of objects, which the
+    image shows as edges along its columns; they say little about the camera's pitch and height.
+    This finds them across the lines, at the same azimuth: a point whose neighbour on the next
+    line up (or down) is much farther away, or missing (sky), while the neighbour on the other
+    side continues its surface, is the top (or bottom) of an object, which the image shows as an
+    edge along its rows. The point is moved half way to the neighbour line's elevation at its
+    own range (the silhouette lies between the two beams).
+
+    The range jump must exceed ``relative_jump`` of the range, four times more than along the
+    lines: the ground and a raised kerb or pavement beside it recede between adjacent lines by
+    about ``r^2 / h`` times the line spacing (0.75 m at 13 m for a 64-line LiDAR), a fold of one
+    surface rather than a silhouette, where half-way placement would put the edge metres too
+    far. Scans whose lines were recovered per azimuth sector (tilted, no ring field) give none.
+
+    :param points: ``(N, 3)`` metres in the LiDAR frame (z up).
+    :param ring: optional ``(N,)`` laser index.
+    :param min_jump: smallest range jump, metres.
+    :param relative_jump: smallest range jump as a fraction of the point's range.
+    :param jump_cap: jump in metres that gets the full weight 1.
+    :param min_range: points nearer than this (metres) are ignored.
+    :param geometry: the scan's :class:`ScanGeometry` when already computed.
+    :return: the edge points (all depth edges).
+    """
+    p = _as_points(points)
+    if len(p) < 3:
+        return LidarEdges.none()
+    g = geometry if geometry is not None else ScanGeometry.of(p, ring)
+    lines = len(g.line_elevation)
+    if g.sectored or lines < 3:
+        return LidarEdges.none()
+    # A range image: rows are lines, columns azimuth bins one median azimuth step wide; a cell
+    # holds the first return of its line in azimuth order.
+    columns = int(np.ceil(2 * np.pi / max(g.column, 1e-4)))
+    order = g.order[g.range_[g.order] >= min_range]
+    col = np.minimum(((g.azimuth[order] + np.pi) / max(g.column, 1e-4)).astype(np.int64),
+                     columns - 1)
+    cell = g.line[order] * columns + col
+    first = np.concatenate([[True], cell[1:] != cell[:-1]])
+    occupant = np.full(lines * columns, -1, dtype=np.int64)
+    occupant[cell[first]] = order[first]
+    occupant = occupant.reshape(lines, columns)
+    rng = np.where(occupant >= 0, g.range_[np.maximum(occupant, 0)], np.nan)
+    far_away = 10.0 * jump_cap + min_jump
+    index, weight, moved = [], [], []
+    for d in (1, -1):
+        # Neighbour row (line + d) and the row on the other side (line - d); NaN off the scan.
+        beyond = np.full_like(rng, np.nan)
+        behind = np.full_like(rng, np.nan)
+        if d == 1:
+            beyond[:-1], behind[1:] = rng[1:], rng[:-1]
+        else:
+            beyond[1:], behind[:-1] = rng[:-1], rng[1:]
+        has_row = np.ones((lines, 1), dtype=bool)
+        has_row[-1 if d == 1 else 0] = False
+        # No return in the neighbour row within a column either side: sky or out of range.
+        hole = (has_row & np.isnan(beyond) & np.isnan(np.roll(beyond, 1, axis=1))
+                & np.isnan(np.roll(beyond, -1, axis=1)))
+        jump = np.where(hole, far_away, beyond - rng)
+        with np.errstate(invalid='ignore'):
+            edge = ((jump > np.maximum(min_jump, relative_jump * rng))
+                    & (behind - rng > -jump / 3.0))
+        rows, cols = np.nonzero(edge)
+        i = occupant[rows, cols]
+        e = g.elevation[i] + 0.5 * (g.line_elevation[rows + d] - g.line_elevation[rows])
+        a = g.azimuth[i]
+        moved.append(g.range_[i, None] * np.stack(
+            [np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], axis=1))
+        index.append(i)
+        weight.append(np.sqrt(np.minimum(jump[rows, cols], jump_cap) / jump_cap))
+    index = np.concatenate(index)
+    if index.size == 0:
+        return LidarEdges.none()
+    return LidarEdges(index.astype(np.int64), np.concatenate(weight).astype(np.float32),
+                      np.ones(index.size, dtype=bool), np.concatenate(moved))
+
+
+def _rank_lines(elevation: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Renumber line ids ``0..L-1`` by their median elevation (adjacent ids: adjacent lasers).
+
+    :return: the new ids ``(N,)`` and each line's median elevation ``(L,)``, ascending.
+    """
     ids, inverse = np.unique(line, return_inverse=True)
-    elevation = np.arctan2(points[:, 2], np.hypot(points[:, 0], points[:, 1]))
     order = np.argsort(inverse, kind='stable')
     bounds = np.searchsorted(inverse[order], np.arange(len(ids) + 1))
     median = np.array([np.median(elevation[order[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])])
+    by_elevation = np.argsort(median, kind='stable')
     rank = np.empty(len(ids), dtype=np.int64)
-    rank[np.argsort(median, kind='stable')] = np.arange(len(ids))
-    return rank[inverse.reshape(-1)]
+    rank[by_elevation] = np.arange(len(ids))
+    return rank[inverse.reshape(-1)], median[by_elevation]
 
 
 def _supported(line, azimuth, r, edge, tolerance, lines, needed, points=None):

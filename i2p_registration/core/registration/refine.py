@@ -39,34 +39,51 @@ def edge_residuals(field: CostField, points: np.ndarray, weights: np.ndarray, T:
         outside the image), ``J`` ``(M, 6)`` d r / d xi (left increment, camera frame) or None,
         and the weights.
     """
-    p = points @ T[:3, :3].T + T[:3, 3]
-    front = p[:, 2] > _MIN_DEPTH
-    z = np.where(front, p[:, 2], 1.0)
-    K = field.K
-    uv = np.stack([K[0, 0] * p[:, 0] / z + K[0, 2], K[1, 1] * p[:, 1] / z + K[1, 2]], axis=1)
-    cost, grad = field.sample(uv)
-    cost = np.where(front, cost, field.truncation)
-    if not with_jacobian:
-        return cost, None, weights
-    grad = np.where(front[:, None], grad, 0.0)
-    gu, gv = grad[:, 0] * K[0, 0] / z, grad[:, 1] * K[1, 1] / z
-    a = np.stack([gu, gv, -(gu * p[:, 0] + gv * p[:, 1]) / z], axis=1)
-    return cost, np.concatenate([a, np.cross(p, a)], axis=1), weights
+    return _FieldStack([field], [len(points)], points, weights).residuals(T, with_jacobian)
 
 
-@dataclass
-class RefineOutcome:
+class _FieldStack:
+    """Edge points of several cost fields of one level (same ``K``), projected together."""
+
+    def __init__(self, fields: list[CostField], counts: list[int], points: np.ndarray,
+                 weights: np.ndarray):
+        self.fields, self.points, self.weights = fields, points, weights
+        self.bounds = np.cumsum([0] + list(counts))
+        self.K = fields[0].K
+
+    def residuals(self, T: np.ndarray, with_jacobian: bool):
+        """Return ``r``, ``J`` (or None) and the weights at ``T``; see :func:`edge_residuals`."""
+        p = self.points @ T[:3, :3].T + T[:3, 3]
+        front = p[:, 2] > _MIN_DEPTH
+        z = np.where(front, p[:, 2], 1.0)
+        K = self.K
+        uv = np.stack([K[0, 0] * p[:, 0] / z + K[0, 2], K[1, 1] * p[:, 1] / z + K[1, 2]], 1)
+        parts = [field.sample(uv[lo:hi], gradient=with_jacobian)
+                 for field, lo, hi in zip(self.fields, self.bounds[:-1], self.bounds[1:])]
+        cost = parts[0][0] if len(parts) == 1 else np.concatenate([c for c, _ in parts])
+        cost = np.where(front, cost, self.fields[0].truncation)
+        if not with_jacobian:
+            return cost, None, self.weights
+        grad = parts[0][1] if len(parts) == 1 else np.concatenate([g for _, g in parts])
+        grad = np.where(front[:, None], grad, 0.0)
+        gu, gv = grad[:, 0] * K[0, 0] / z, grad[:, 1] * K[1, 1] / z
+        a = np.stack([gu, gv, -(gu * p[:, 0] + gv * p[:, 1]) / z], axis=1)
+        return cost, np.concatenate([a, np.cross(p, a)], axis=1), self.weights
+
+
+@dataclass(frozen=True)
+class EdgeChannel:
     """
-    Result of a coarse-to-fine refinement.
+    Edge points matched against one cost pyramid.
 
-    :param lm: the LM result of the finest level (its covariance is in working pixels).
-    :param visible: ``(M,)`` bool, edge points used at the finest level.
-    :param residuals: ``(M,)`` finest-level residuals at the final pose, working pixels.
+    :param pyramid: cost fields, finest first.
+    :param points: ``(M, 3)`` float64 edge points, LiDAR frame.
+    :param weights: ``(M,)`` edge strengths.
     """
 
-    lm: LMResult
-    visible: np.ndarray
-    residuals: np.ndarray
+    pyramid: list[CostField]
+    points: np.ndarray
+    weights: np.ndarray
 
 
 class EdgeRefiner:
@@ -82,25 +99,35 @@ class EdgeRefiner:
     :param occlusion_cell: z-buffer cell in working pixels (0 disables the occlusion test).
     :param prior_weight: strength of the pose prior: a correction as large as the prior's
         range costs as much as moving every visible edge point by ``sqrt(prior_weight)``
-        pixels. It keeps the one-sided edge cost from pulling the scan into image regions
-        dense with edges (0 disables it).
+        pixels, each point counted with its robust weight at the start of the pass. It keeps
+        the one-sided edge cost from pulling the scan into image regions dense with edges (0
+        disables it).
     :param max_prior_rotation: priors with a wider rotation range (radians) get no prior term:
         they bound a global search rather than describe a Gaussian guess, and the term's
         linearization holds only for small corrections.
     :param cost_tolerance: an accepted LM step that lowers the cost by less than this share
         ends a level as converged (1e-4: the last steps of a level then move the points by
         hundredths of a pixel).
+    :param final_kernel: a last pass on the finest level with this kernel (None: none). A
+        redescending kernel there (Cauchy) stops the points that match no image edge from
+        pulling the estimate, which a convex kernel (Huber) needs for its wide capture range
+        on the coarser levels: on 200 ``nearby`` pairs of a synthetic test world, Cauchy at
+        2 px after Huber took the median rotation error from 0.31 to 0.26 deg (with tops).
     """
 
     def __init__(self, kernel: RobustKernel, max_iterations: int = 30, min_points: int = 20,
                  max_translation: float = 1.0, max_rotation: float = np.radians(10.0),
                  occlusion_cell: float = 4.0, prior_weight: float = 0.0,
-                 max_prior_rotation: float = np.radians(10.0), cost_tolerance: float = 1e-4):
+                 max_prior_rotation: float = np.radians(10.0), cost_tolerance: float = 1e-4,
+                 final_kernel: RobustKernel | None = None):
         if not isinstance(kernel, RobustKernel):
             raise ValueError(f'kernel must be a RobustKernel, got {type(kernel).__name__}')
+        if final_kernel is not None and not isinstance(final_kernel, RobustKernel):
+            raise ValueError(f'final_kernel must be a RobustKernel or None, got '
+                             f'{type(final_kernel).__name__}')
         if max_iterations < 1 or min_points < 6:
             raise ValueError('need max_iterations >= 1 and min_points >= 6')
-        self.kernel = kernel
+        self.kernel, self.final_kernel = kernel, final_kernel
         self.max_iterations = int(max_iterations)
         self.min_points = int(min_points)
         self.max_translation = float(max_translation)
@@ -122,7 +149,8 @@ class EdgeRefiner:
 
     def refine(self, pyramid: list[CostField], points: np.ndarray, weights: np.ndarray,
                occluders: np.ndarray, T0: np.ndarray, T_prior: np.ndarray | None = None,
-               prior_ranges: np.ndarray | None = None) -> RefineOutcome:
+               prior_ranges: np.ndarray | None = None, tops: EdgeChannel | None = None,
+               polish: bool = True) -> LMResult:
         """
         Refine ``T0`` from the coarsest pyramid level to the finest.
 
@@ -137,31 +165,70 @@ class EdgeRefiner:
         :param T_prior: ``(4, 4)`` pose prior (default ``T0``).
         :param prior_ranges: ``(6,)`` prior half-ranges (metres, radians) in the order of the
             twist (translation first); None: no prior term.
+        :param tops: a second set of edge points and their own cost pyramid (same levels), e.g.
+            the tops of objects against edges along the image rows; their residuals join those
+            of ``points``.
+        :param polish: end with the :meth:`polish` pass (when there is a ``final_kernel``);
+            False leaves it to the caller, e.g. for the best of several refinements only.
+        :return: the LM result of the last pass (its covariance is in working pixels).
         :raises RegistrationFailure: too few visible points, a singular system, or divergence.
         """
+        passes = [(level, self.kernel) for level in reversed(range(len(pyramid)))]
+        if polish and self.final_kernel is not None:
+            passes.append((0, self.final_kernel))
+        return self._run(passes, pyramid, points, weights, occluders, T0, T_prior,
+                         prior_ranges, tops)
+
+    def polish(self, pyramid: list[CostField], points: np.ndarray, weights: np.ndarray,
+               occluders: np.ndarray, T0: np.ndarray, T_prior: np.ndarray | None = None,
+               prior_ranges: np.ndarray | None = None,
+               tops: EdgeChannel | None = None) -> LMResult | None:
+        """Return the ``final_kernel`` pass on the finest level from ``T0`` (None without one)."""
+        if self.final_kernel is None:
+            return None
+        return self._run([(0, self.final_kernel)], pyramid, points, weights, occluders, T0,
+                         T_prior, prior_ranges, tops)
+
+    def _run(self, passes, pyramid, points, weights, occluders, T0, T_prior, prior_ranges,
+             tops) -> LMResult:
+        """Run LM passes ``(pyramid level, kernel)`` in order from ``T0``."""
+        channels = [EdgeChannel(pyramid, points, weights)]
+        if tops is not None and len(tops.points):
+            if len(tops.pyramid) != len(pyramid):
+                raise ValueError('the tops pyramid needs as many levels as the sides pyramid')
+            channels.append(tops)
         T = np.asarray(T0, dtype=np.float64)
         lm = None
-        for field in reversed(pyramid):
-            mask = self.visible(field, points, occluders, T)
-            if mask.sum() < self.min_points:
-                raise RegistrationFailure(f'too few edge points in view: {int(mask.sum())} < '
+        for level, kernel in passes:
+            used = []
+            for channel in channels:
+                field = channel.pyramid[level]
+                mask = self.visible(field, channel.points, occluders, T)
+                used.append((field, channel.points[mask], channel.weights[mask]))
+            if len(used[0][1]) < self.min_points:
+                raise RegistrationFailure(f'too few edge points in view: {len(used[0][1])} < '
                                           f'{self.min_points}')
-            pts, wts = points[mask], weights[mask]
+            stack = _FieldStack([u[0] for u in used], [len(u[1]) for u in used],
+                                np.concatenate([u[1] for u in used]),
+                                np.concatenate([u[2] for u in used]))
             information = None
             ranges = None if prior_ranges is None else np.asarray(prior_ranges, np.float64)
             if ranges is not None and self.prior_weight > 0 and np.all(
                     ranges[3:] <= self.max_prior_rotation):
                 ranges = np.maximum(ranges, 1e-6)
-                information = np.diag(self.prior_weight * wts.sum() / ranges ** 2)
+                # Scaled by the points that count at the pass's start (robust weights), so
+                # that a redescending kernel does not leave the prior in charge.
+                r0, _, w0 = stack.residuals(T, False)
+                total = float(np.sum(w0 * kernel.weight(r0)))
+                information = np.diag(self.prior_weight * total / ranges ** 2)
             anchor = None if information is None else (T0 if T_prior is None else T_prior)
             lm = levenberg_marquardt(
-                T, lambda T_, jac: edge_residuals(field, pts, wts, T_, jac), self.kernel,
-                self.max_iterations, cost_tolerance=self.cost_tolerance, T_prior=anchor,
+                T, stack.residuals, kernel, self.max_iterations,
+                cost_tolerance=self.cost_tolerance, T_prior=anchor,
                 prior_information=information)
             T = lm.T
             self._check_divergence(T0, T)
-        residuals, _, _ = edge_residuals(pyramid[0], points, weights, T, False)
-        return RefineOutcome(lm, mask, residuals)
+        return lm
 
     def _check_divergence(self, T0: np.ndarray, T: np.ndarray) -> None:
         delta = inverse(T0) @ T
