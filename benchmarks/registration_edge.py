@@ -170,8 +170,8 @@ def main(argv=None) -> int:
               'synthetic_pairs': {'nearby': count, 'same_frame': same_count},
               'method': 'edge (canny with gradient within 30 deg of the rows or columns, 6-DoF '
                         'search in the prior ranges on the sides, huber 2 px over 3 pyramid '
-                        'levels then cauchy 2 px on the finest, sides and tops (weight 0.5), '
-                        'prior weight 0.05 of the robust weights, depth edges only; the '
+                        'levels then cauchy 2 px on the finest, sides and tops (weight 0.5 '
+                        'at 0.35 deg line spacing), prior weight 45 px^2, depth edges only; the '
                         'intensity variant adds steep intensity edges)'}
     common.print_figures(figures, common.write_results('registration_edge', config, figures), 55)
     return 0

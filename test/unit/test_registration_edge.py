@@ -2,14 +2,16 @@
 
 from i2p_registration.core.geometry import make_transform, so3_exp
 from i2p_registration.core.metrics import rre_geodesic, rte
-from i2p_registration.core.registration.base import Prior, RegistrationResult, Status
+from i2p_registration.core.registration.base import (Prior, Registrar, RegistrationResult,
+                                                     Status)
 from i2p_registration.core.registration.edge import EdgeRegistrar
 from i2p_registration.core.registration.factory import get_registrar
 from i2p_registration.core.registration.image_edges import (CannyEdges, cost_field,
                                                             get_edge_detector)
 from i2p_registration.core.registration.kernels import get_kernel
 from i2p_registration.core.registration.lidar_edges import (cross_line_edges, depth_edges,
-                                                            scan_lines, ScanLineError)
+                                                            scan_lines, ScanGeometry,
+                                                            ScanLineError)
 from i2p_registration.core.registration.refine import EdgeChannel, EdgeRefiner
 from i2p_registration.core.sensors import CloudFrame, ImageFrame
 import numpy as np
@@ -411,3 +413,50 @@ def test_a_final_cauchy_pass_stops_the_outliers_pull():
     # Measured: 0.056 deg / 2.1 cm with Huber alone, 0.041 deg / 1.1 cm with the Cauchy pass.
     assert errors['huber+cauchy'][0] < 0.8 * errors['huber'][0]
     assert errors['huber+cauchy'][1] < 0.6 * errors['huber'][1]
+
+
+def test_tops_weigh_less_on_sparser_lidars():
+    registrar = get_registrar('edge', device='cpu')
+    weights = {}
+    for spacing in (0.2, 0.35, 0.7, 1.4):
+        elevation = np.radians(np.arange(16) * spacing - 10.0)
+        azimuth = np.radians(np.linspace(-30.0, 30.0, 360))
+        el, az = (a.reshape(-1) for a in np.meshgrid(elevation, azimuth, indexing='ij'))
+        points = 20.0 * np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], 1)
+        weights[spacing] = registrar.top_weight_of(ScanGeometry.of(points))
+    # Inverse variance of the half-way placement, full weight up to 0.35 deg apart.
+    assert weights[0.2] == registrar.top_weight == 0.5
+    assert weights[0.35] == pytest.approx(0.5, rel=1e-6)
+    assert weights[0.7] == pytest.approx(0.5 / 4, rel=1e-3)
+    assert weights[1.4] == pytest.approx(0.5 / 16, rel=1e-3)
+
+
+class _FixedRegistrar(Registrar):
+    """Return a fixed estimate with status ok."""
+
+    name = 'fixed'
+
+    def __init__(self, T):
+        self.T = T
+
+    def _register(self, image, cloud, prior, timer):
+        return RegistrationResult(self.T, np.eye(6), 0.9, 0.9, Status.OK, '', self.name)
+
+
+def test_estimates_outside_the_prior_ranges_are_not_trusted(scene):
+    prior = Prior(scene.T_cam_lidar, 0.5, np.radians(5.0))
+    near = scene.T_cam_lidar @ make_transform(so3_exp(np.radians([0.0, 4.9, 0.0])),
+                                              [0.49, 0.0, 0.0])
+    far = scene.T_cam_lidar @ make_transform(so3_exp(np.radians([0.0, 0.0, 6.0])),
+                                             [0.0, 0.55, 0.0])
+    assert prior.outside(near) == ''
+    assert prior.outside(far) == ('0.55 m along LiDAR y (range 0.50), '
+                                  '6.0 deg about LiDAR z (range 5.0)')
+    ok = _FixedRegistrar(near).register(scene.image, scene.cloud, prior)
+    assert ok.status == Status.OK and ok.reason == ''
+    refused = _FixedRegistrar(far).register(scene.image, scene.cloud, prior)
+    assert refused.status == Status.LOW_CONFIDENCE
+    assert refused.reason.startswith("estimate outside the prior's ranges: 0.55 m along LiDAR y")
+    np.testing.assert_array_equal(refused.T_cam_lidar, far)
+    # Without a prior there is nothing to compare with.
+    assert _FixedRegistrar(far).register(scene.image, scene.cloud).status == Status.OK

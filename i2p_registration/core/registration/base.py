@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import enum
 import time
 
+from i2p_registration.core.geometry import inverse, so3_log
 from i2p_registration.core.sensors import CloudFrame, ImageFrame
 import numpy as np
 
@@ -81,6 +82,22 @@ class Prior:
             if cov.shape != (6, 6):
                 raise ValueError(f'covariance must have shape (6, 6), got {cov.shape}')
             object.__setattr__(self, 'covariance', cov)
+
+    def outside(self, T_cam_lidar: np.ndarray) -> str:
+        """
+        Return how an estimate lies outside the ranges around the guess, or ``''`` within them.
+
+        The correction ``delta = inv(guess) @ T_cam_lidar`` is compared axis by axis: its
+        translation with ``translation_range``, its rotation vector with ``rotation_range``.
+        """
+        delta = inverse(self.T_cam_lidar) @ np.asarray(T_cam_lidar, dtype=np.float64)
+        moved, turned = np.abs(delta[:3, 3]), np.abs(so3_log(delta[:3, :3]))
+        parts = [f'{moved[i]:.2f} m along LiDAR {axis} (range {self.translation_range[i]:.2f})'
+                 for i, axis in enumerate('xyz') if moved[i] > self.translation_range[i]]
+        parts += [f'{np.degrees(turned[i]):.1f} deg about LiDAR {axis} (range '
+                  f'{np.degrees(self.rotation_range[i]):.1f})'
+                  for i, axis in enumerate('xyz') if turned[i] > self.rotation_range[i]]
+        return ', '.join(parts)
 
 
 @dataclass
@@ -163,7 +180,8 @@ class Registrar(abc.ABC):
         :param image: the camera image and its calibration.
         :param cloud: the LiDAR points in the LiDAR frame.
         :param prior: an initial guess (methods that need one fail without it).
-        :return: the result; status ``failed`` (never an exception) for bad data.
+        :return: the result; status ``failed`` (never an exception) for bad data,
+            ``low_confidence`` for an estimate outside the prior's ranges.
         """
         if not isinstance(image, ImageFrame):
             raise ValueError(f'image must be an ImageFrame, got {type(image).__name__}')
@@ -178,6 +196,13 @@ class Registrar(abc.ABC):
             if reason:
                 raise RegistrationFailure(reason)
             result = self._register(image, cloud, prior, timer)
+            outside = prior.outside(result.T_cam_lidar) if (
+                prior is not None and result.status == Status.OK) else ''
+            if outside:
+                # The truth lies within the prior's ranges: an estimate beyond them is a wrong
+                # optimum (on the demo drive: 4-7 deg off, scoring up to 0.41).
+                result.status = Status.LOW_CONFIDENCE
+                result.reason = f"estimate outside the prior's ranges: {outside}"
         except RegistrationFailure as failure:
             result = RegistrationResult.failure(self.name, str(failure), timer.timings)
         except np.linalg.LinAlgError as error:

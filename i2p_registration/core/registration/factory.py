@@ -15,14 +15,13 @@ from i2p_registration.core.registration.refine import EdgeRefiner
 from i2p_registration.core.registration.search import get_search, resolve_device
 
 METHODS = ('edge', 'ray', 'ray+edge')
-# Pose-prior strength of the edge refinement: a correction as large as the prior's range costs as
-# much as a shift of every edge point (counted with its robust weight) by sqrt(0.05) = 0.22
-# pixel. Without it the one-sided edge cost drifts along weakly observed directions
-# (translation); stronger, it holds the estimate near a wrong prior. Measured with tops and the
-# Cauchy pass (20 trials from +-2 deg / +-0.2 m, median): pjlab_manual 0.17 deg / 8.9 cm and
-# pjlab_scene3 0.20 deg / 10.9 cm at 0.05, against 0.29 deg / 13.5 cm and 0.27 deg / 14.9 cm at
-# 0.5 (benchmarks/registration_edge.py records the current figures).
-PRIOR_WEIGHT = 0.05
+# Pose-prior strength of the edge refinement, squared pixels (see EdgeRefiner): a correction as
+# large as the prior's range costs as much as 45 edge points one pixel off. Measured against
+# a prior as strong as 0.05 of the summed robust point weights (the previous rule, which made
+# dense scans lean on the prior as much as sparse ones): median error on 100 pairs of the demo
+# drive (32 lines) 0.26 m / 0.44 deg -> 0.13 m / 0.30 deg, on 200 synthetic nearby pairs (64
+# lines) 0.263 -> 0.297 deg and 8.8 -> 8.6 cm, on the real samples within 0.02 deg and 0.4 cm.
+PRIOR_WEIGHT = 45.0
 # Weight of the tops of objects (edges between scan lines) against their sides in the edge
 # refinement; see EdgeRegistrar.
 TOP_WEIGHT = 0.5

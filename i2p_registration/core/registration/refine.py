@@ -97,11 +97,12 @@ class EdgeRefiner:
         beyond it the refinement diverged.
     :param max_rotation: largest accepted correction, radians.
     :param occlusion_cell: z-buffer cell in working pixels (0 disables the occlusion test).
-    :param prior_weight: strength of the pose prior: a correction as large as the prior's
-        range costs as much as moving every visible edge point by ``sqrt(prior_weight)``
-        pixels, each point counted with its robust weight at the start of the pass. It keeps
-        the one-sided edge cost from pulling the scan into image regions dense with edges (0
-        disables it).
+    :param prior_weight: strength of the pose prior, in squared pixels: a correction as large
+        as the prior's range costs as much as ``prior_weight`` squared pixels of edge residual
+        in all (e.g. that many points one pixel off). It keeps the one-sided edge cost from
+        drifting along weakly observed directions (translation) or into image regions dense
+        with edges. It does not grow with the number of points: a dense scan outweighs it, a
+        sparse one leans on it (0 disables it).
     :param max_prior_rotation: priors with a wider rotation range (radians) get no prior term:
         they bound a global search rather than describe a Gaussian guess, and the term's
         linearization holds only for small corrections.
@@ -216,11 +217,7 @@ class EdgeRefiner:
             if ranges is not None and self.prior_weight > 0 and np.all(
                     ranges[3:] <= self.max_prior_rotation):
                 ranges = np.maximum(ranges, 1e-6)
-                # Scaled by the points that count at the pass's start (robust weights), so
-                # that a redescending kernel does not leave the prior in charge.
-                r0, _, w0 = stack.residuals(T, False)
-                total = float(np.sum(w0 * kernel.weight(r0)))
-                information = np.diag(self.prior_weight * total / ranges ** 2)
+                information = np.diag(self.prior_weight / ranges ** 2)
             anchor = None if information is None else (T0 if T_prior is None else T_prior)
             lm = levenberg_marquardt(
                 T, stack.residuals, kernel, self.max_iterations,
