@@ -43,8 +43,8 @@ from i2p_registration.core.config import CalibrationConfig, PriorConfig, Registr
 from i2p_registration.core.geometry.se3 import inverse
 from i2p_registration.core.latency import PercentileTracker, RateTracker
 from i2p_registration.core.pose_covariance import covariance_in_parent_frame
-from i2p_registration.core.registration.base import (Prior, Registrar, RegistrationResult,
-                                                     Status)
+from i2p_registration.core.registration.base import (Prior, publication_status, Registrar,
+                                                     RegistrationResult, Status)
 from i2p_registration.ros.conversions import (camera_info_to_model, cloud_to_frame,
                                               image_to_frame, matrix_to_transform,
                                               numpy_to_image)
@@ -321,13 +321,7 @@ class RegistrationNode(Node):
                                                 f'{type(error).__name__}: {error}')
         registrar_s = time.perf_counter() - start
         config = self._config
-        status, reason = result.status, result.reason
-        if status == Status.OK and not result.score >= config.registration.min_score:
-            status = Status.LOW_CONFIDENCE
-            reason = (f'score {result.score:.3f} below registration.min_score '
-                      f'{config.registration.min_score:.3f}')
-        if status == Status.OK and not np.isfinite(result.T_cam_lidar).all():
-            status, reason = Status.FAILED, 'estimate is not finite'
+        status, reason = publication_status(result, self._prior, config.registration.min_score)
         image = pair.image
         parent = config.output.parent_frame or pair.cloud.frame_id
         child = config.output.child_frame or f'{image.frame_id}_registered'

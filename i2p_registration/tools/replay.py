@@ -42,7 +42,7 @@ from ..core.buffering import make_stream_pairer
 from ..core.config import load_ros_params_yaml, PriorConfig, RegistrationNodeConfig
 from ..core.geometry.rotations import matrix_to_quat
 from ..core.geometry.se3 import inverse
-from ..core.registration.base import Prior, RegistrationResult, Status
+from ..core.registration.base import Prior, publication_status, RegistrationResult, Status
 from ..data import bag_messages as bm
 from ..data.bag_reader import BagInput
 from ..data.progress import Progress
@@ -253,8 +253,8 @@ def replay(bag_path: str | os.PathLike, registrar, config: RegistrationNodeConfi
             continue
         for pair in pairer.pop_ready_pairs():
             result = registrar.register(pair.image, pair.cloud, registration_prior)
-            accepted = result.ok and result.score >= config.registration.min_score \
-                and bool(np.isfinite(result.T_cam_lidar).all())
+            accepted = publication_status(result, registration_prior,
+                                          config.registration.min_score)[0] == Status.OK
             rows.append(_row(pair, result, accepted))
         bar(done, total or done + 1)
         if max_pairs is not None and len(rows) >= max_pairs:

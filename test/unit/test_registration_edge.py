@@ -2,8 +2,8 @@
 
 from i2p_registration.core.geometry import make_transform, so3_exp
 from i2p_registration.core.metrics import rre_geodesic, rte
-from i2p_registration.core.registration.base import (Prior, Registrar, RegistrationResult,
-                                                     Status)
+from i2p_registration.core.registration.base import (Prior, publication_status,
+                                                     RegistrationResult, Status)
 from i2p_registration.core.registration.edge import EdgeRegistrar
 from i2p_registration.core.registration.factory import get_registrar
 from i2p_registration.core.registration.image_edges import (CannyEdges, cost_field,
@@ -431,19 +431,7 @@ def test_tops_weigh_less_on_sparser_lidars():
     assert weights[1.4] == pytest.approx(0.5 / 16, rel=1e-3)
 
 
-class _FixedRegistrar(Registrar):
-    """Return a fixed estimate with status ok."""
-
-    name = 'fixed'
-
-    def __init__(self, T):
-        self.T = T
-
-    def _register(self, image, cloud, prior, timer):
-        return RegistrationResult(self.T, np.eye(6), 0.9, 0.9, Status.OK, '', self.name)
-
-
-def test_estimates_outside_the_prior_ranges_are_not_trusted(scene):
+def test_estimates_outside_the_prior_ranges_are_not_published(scene):
     prior = Prior(scene.T_cam_lidar, 0.5, np.radians(5.0))
     near = scene.T_cam_lidar @ make_transform(so3_exp(np.radians([0.0, 4.9, 0.0])),
                                               [0.49, 0.0, 0.0])
@@ -452,11 +440,18 @@ def test_estimates_outside_the_prior_ranges_are_not_trusted(scene):
     assert prior.outside(near) == ''
     assert prior.outside(far) == ('0.55 m along LiDAR y (range 0.50), '
                                   '6.0 deg about LiDAR z (range 5.0)')
-    ok = _FixedRegistrar(near).register(scene.image, scene.cloud, prior)
-    assert ok.status == Status.OK and ok.reason == ''
-    refused = _FixedRegistrar(far).register(scene.image, scene.cloud, prior)
-    assert refused.status == Status.LOW_CONFIDENCE
-    assert refused.reason.startswith("estimate outside the prior's ranges: 0.55 m along LiDAR y")
-    np.testing.assert_array_equal(refused.T_cam_lidar, far)
-    # Without a prior there is nothing to compare with.
-    assert _FixedRegistrar(far).register(scene.image, scene.cloud).status == Status.OK
+
+    def result(T, score=0.9, status=Status.OK):
+        return RegistrationResult(T, np.eye(6), score, 0.9, status, '', 'test')
+    assert publication_status(result(near), prior, 0.4) == (Status.OK, '')
+    status, reason = publication_status(result(far), prior, 0.4)
+    assert status == Status.LOW_CONFIDENCE
+    assert reason.startswith("estimate outside the prior's ranges: 0.55 m along LiDAR y")
+    # Without a prior there is nothing to compare with; the score and finiteness still count.
+    assert publication_status(result(far), None, 0.4) == (Status.OK, '')
+    assert publication_status(result(near, score=0.3), prior, 0.4) == (
+        Status.LOW_CONFIDENCE, 'score 0.300 below registration.min_score 0.400')
+    assert publication_status(result(np.full((4, 4), np.nan)), prior, 0.4) == (
+        Status.FAILED, 'estimate is not finite')
+    failed = RegistrationResult.failure('test', 'no edges')
+    assert publication_status(failed, prior, 0.4) == (Status.FAILED, 'no edges')

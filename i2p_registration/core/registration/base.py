@@ -180,8 +180,7 @@ class Registrar(abc.ABC):
         :param image: the camera image and its calibration.
         :param cloud: the LiDAR points in the LiDAR frame.
         :param prior: an initial guess (methods that need one fail without it).
-        :return: the result; status ``failed`` (never an exception) for bad data,
-            ``low_confidence`` for an estimate outside the prior's ranges.
+        :return: the result; status ``failed`` (never an exception) for bad data.
         """
         if not isinstance(image, ImageFrame):
             raise ValueError(f'image must be an ImageFrame, got {type(image).__name__}')
@@ -196,13 +195,6 @@ class Registrar(abc.ABC):
             if reason:
                 raise RegistrationFailure(reason)
             result = self._register(image, cloud, prior, timer)
-            outside = prior.outside(result.T_cam_lidar) if (
-                prior is not None and result.status == Status.OK) else ''
-            if outside:
-                # The truth lies within the prior's ranges: an estimate beyond them is a wrong
-                # optimum (on the demo drive: 4-7 deg off, scoring up to 0.41).
-                result.status = Status.LOW_CONFIDENCE
-                result.reason = f"estimate outside the prior's ranges: {outside}"
         except RegistrationFailure as failure:
             result = RegistrationResult.failure(self.name, str(failure), timer.timings)
         except np.linalg.LinAlgError as error:
@@ -215,6 +207,29 @@ class Registrar(abc.ABC):
     def _register(self, image: ImageFrame, cloud: CloudFrame, prior: Prior | None,
                   timer: StageTimer) -> RegistrationResult:
         """Run the method; time stages with ``with timer('stage'):``."""
+
+
+def publication_status(result: RegistrationResult, prior: Prior | None,
+                       min_score: float) -> tuple[Status, str]:
+    """
+    Return the status and reason under which a result may be published (``ok``) or not.
+
+    The registration node and ``i2p-replay`` decide alike: a result must be ``ok``, score at
+    least ``min_score``, be finite and lie within the prior's ranges (the truth does; on the
+    demo drive the wrong estimates that scored well sat 4-7 deg from the prior, the truth
+    within 2.1 deg of it).
+    """
+    if result.status != Status.OK:
+        return result.status, result.reason
+    if not result.score >= min_score:
+        return Status.LOW_CONFIDENCE, (f'score {result.score:.3f} below registration.min_score '
+                                       f'{min_score:.3f}')
+    if not np.isfinite(result.T_cam_lidar).all():
+        return Status.FAILED, 'estimate is not finite'
+    outside = prior.outside(result.T_cam_lidar) if prior is not None else ''
+    if outside:
+        return Status.LOW_CONFIDENCE, f"estimate outside the prior's ranges: {outside}"
+    return Status.OK, ''
 
 
 def _check_data(cloud: CloudFrame, prior: Prior | None) -> str:
