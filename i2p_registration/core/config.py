@@ -342,9 +342,11 @@ class PriorConfig(_Section):
     yaw: float = _param(-_HALF_PI, 'prior camera yaw about the cloud frame z [rad]',
                         min_value=-7.0, max_value=7.0)
     translation_range: float = _param(0.5, 'half-width of the search around the prior on '
-                                      'each axis [m]', min_value=0.0, max_value=100.0)
+                                      'each axis [m]; estimates beyond it publish no TF',
+                                      min_value=0.0, max_value=100.0)
     rotation_range: float = _param(0.0873, 'half-width of the search around the prior on each '
-                                   'axis [rad]', min_value=0.0, max_value=3.1416)
+                                   'axis [rad]; estimates beyond it publish no TF',
+                                   min_value=0.0, max_value=3.1416)
 
     @property
     def T_lidar_cam(self) -> np.ndarray:
