@@ -53,12 +53,12 @@ class EdgeRegistrar(Registrar):
         :func:`~.lidar_edges.depth_edges`), the ones the orientation-filtered image edges hold.
         Measured with ``benchmarks/registration_edge.py`` (200 ``nearby`` pairs of a synthetic
         test world, the factory's defaults otherwise), 0 against 0.3 with weight 0.5: median
-        error 0.263 -> 0.191 deg and 0.088 -> 0.045 m, converged share 64.8 -> 73.4 %. It stays
+        error 0.297 -> 0.206 deg and 0.086 -> 0.052 m, converged share 67.8 -> 77.4 %. It stays
         off by default: on the full-size pair of the node test
-        (``test/ros/test_registration_node_edge.py``, prior 2.4 cm / 0.6 deg off) it ends 0.24
-        m / 0.41 deg away instead of 0.026 m / 0.19 deg (refused by score), and on 16 more
-        full-size pairs it helped no more than it hurt (75 % against 69 % within 10 cm, the
-        median unchanged at 2.5 cm).
+        (``test/ros/test_registration_node_edge.py``, prior 2.4 cm / 0.6 deg off) it ends 0.25
+        m / 0.49 deg away instead of 0.032 m / 0.21 deg, scoring 0.46 (published at the
+        default ``min_score``), and on 16 more full-size pairs it helped little (75 % against
+        69 % within 10 cm, the median unchanged at 3.1 cm).
     :param intensity_weight: weight of intensity edge points in ``(0, 1]`` (depth edges weigh up
         to 1 by their jump). The score counts depth edges only: an intensity edge that the
         image does not show as an edge (a faint marking) says nothing against the pose.
