@@ -161,7 +161,9 @@ class Recorder:
     Subscribes to the nodes' outputs with ``raw=True`` and writes the bytes into a rosbag2.
 
     Log times are the simulated time (``/clock``, interpolated between clock messages), so
-    ``log time - header stamp`` is the latency from the sensor stamp to the output.
+    ``log time - header stamp`` is the latency from the sensor stamp to the output. A message
+    that arrives before the first ``/clock`` (its subscription can match after the nodes'
+    first outputs) waits, and is written at that first clock's time.
     """
 
     def __init__(self, context, bag: Path):
@@ -179,6 +181,7 @@ class Recorder:
         self.counts: dict[str, int] = {}
         self._connections = {}
         self._clock = (0, time.perf_counter())
+        self._before_clock: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self.node.create_subscription(Clock, '/clock', self._on_clock, 10)
         for topic, (msgtype, latched) in RECORDED.items():
@@ -217,14 +220,29 @@ class Recorder:
         return clock_ns + int((time.perf_counter() - wall) * 1e9) if clock_ns else 0
 
     def _on_clock(self, msg) -> None:
-        self._clock = (msg.clock.sec * 1_000_000_000 + msg.clock.nanosec, time.perf_counter())
+        clock_ns = msg.clock.sec * 1_000_000_000 + msg.clock.nanosec
+        with self._lock:
+            self._clock = (clock_ns, time.perf_counter())
+            if clock_ns and self._before_clock and not self._stop:
+                for topic, raw in self._before_clock:
+                    self._record(topic, raw, clock_ns)
+                self._before_clock.clear()
 
     def _write(self, topic: str, raw: bytes) -> None:
         with self._lock:
             if self._stop:
                 return
-            self.writer.write(self._connections[topic], self.now_ns(), bytes(raw))
+            # Counted on arrival: the demo waits for the nodes' first diagnostics, which come
+            # before the player starts the clock.
             self.counts[topic] = self.counts.get(topic, 0) + 1
+            now = self.now_ns()
+            if now == 0:
+                self._before_clock.append((topic, bytes(raw)))
+                return
+            self._record(topic, raw, now)
+
+    def _record(self, topic: str, raw: bytes, log_ns: int) -> None:
+        self.writer.write(self._connections[topic], log_ns, bytes(raw))
 
     def _spin(self) -> None:
         while not self._stop and self._rclpy.ok(context=self.executor.context):
@@ -234,9 +252,12 @@ class Recorder:
                 return
 
     def close(self) -> None:
-        """Stop spinning and close the bag."""
+        """Stop spinning and close the bag (messages that never saw a clock get log time 0)."""
         with self._lock:
             self._stop = True
+            for topic, raw in self._before_clock:
+                self._record(topic, raw, 0)
+            self._before_clock.clear()
         self._thread.join(timeout=5.0)
         self.executor.shutdown()
         self.node.destroy_node()
