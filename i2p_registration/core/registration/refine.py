@@ -60,11 +60,11 @@ class _FieldStack:
         uv = np.stack([K[0, 0] * p[:, 0] / z + K[0, 2], K[1, 1] * p[:, 1] / z + K[1, 2]], 1)
         parts = [field.sample(uv[lo:hi], gradient=with_jacobian)
                  for field, lo, hi in zip(self.fields, self.bounds[:-1], self.bounds[1:])]
-        cost = parts[0][0] if len(parts) == 1 else np.concatenate([c for c, _ in parts])
+        cost = np.concatenate([c for c, _ in parts])
         cost = np.where(front, cost, self.fields[0].truncation)
         if not with_jacobian:
             return cost, None, self.weights
-        grad = parts[0][1] if len(parts) == 1 else np.concatenate([g for _, g in parts])
+        grad = np.concatenate([g for _, g in parts])
         grad = np.where(front[:, None], grad, 0.0)
         gu, gv = grad[:, 0] * K[0, 0] / z, grad[:, 1] * K[1, 1] / z
         a = np.stack([gu, gv, -(gu * p[:, 0] + gv * p[:, 1]) / z], axis=1)
