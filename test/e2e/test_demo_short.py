@@ -7,6 +7,7 @@ output bag independently of ``tools/report.py`` and compare ``i2p-replay`` on th
 with the live registrations.
 """
 
+from dataclasses import replace
 import json
 import os
 from pathlib import Path
@@ -146,7 +147,7 @@ def test_multiview_path_error(demo):
 def test_replay_gives_the_live_results(demo):
     from i2p_registration.core.config import RegistrationNodeConfig
     from i2p_registration.core.registration.base import RegistrationResult
-    from i2p_registration.core.registration.factory import get_registrar
+    from i2p_registration.core.registration.factory import registrar_from_config
     from i2p_registration.tools.replay import replay
 
     out, _ = demo
@@ -154,9 +155,9 @@ def test_replay_gives_the_live_results(demo):
     if not live:
         pytest.xfail('the edge method accepted no registration on this drive')
     config = RegistrationNodeConfig()
-    r = config.registration
-    registrar = get_registrar(method=r.method, refine=r.refine, device='cpu',
-                              min_score=r.min_score)
+    # The node's registrar, from its whole config section; threads=0 leaves this test
+    # process's thread count alone.
+    registrar = registrar_from_config(replace(config.registration, threads=0))
 
     class LiveStampsOnly:
         """Register only the images the live node published (the others cost time only)."""

@@ -7,6 +7,7 @@ One short drive (1.2 s, small sensors) is generated per module; the bad bags are
 from it with ``rosbags``.
 """
 
+from dataclasses import replace
 import json
 import os
 from pathlib import Path
@@ -62,9 +63,10 @@ def compressed_drive(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def registrar():
-    from i2p_registration.core.registration.factory import get_registrar
-    r = RegistrationNodeConfig().registration
-    return get_registrar(method=r.method, refine=r.refine, device='cpu', min_score=r.min_score)
+    from i2p_registration.core.registration.factory import registrar_from_config
+    # The node's registrar, from its whole config section; threads=0 leaves this test
+    # process's thread count alone.
+    return registrar_from_config(replace(RegistrationNodeConfig().registration, threads=0))
 
 
 def _rewrite(source: Path, target: Path, drop=(), extra_unknown: str | None = None) -> Path:
