@@ -1,5 +1,6 @@
 """Tests for i2p_registration.core.geometry.rotations."""
 
+from i2p_registration.core.geometry import skew
 from i2p_registration.core.geometry.rotations import (
     geodesic_angle, matrix_to_quat, matrix_to_rot6d, project_to_so3, quat_to_matrix,
     rot6d_to_matrix, so3_exp, so3_log)
@@ -194,3 +195,13 @@ def test_geodesic_angle_known_and_accurate_at_extremes():
         assert got == pytest.approx(angle, rel=1e-9, abs=1e-15)
     assert geodesic_angle(np.eye(3), np.eye(3)) == 0.0
     assert np.shape(geodesic_angle(np.eye(3), so3_exp(phi))) == (200,)
+
+
+@pytest.mark.parametrize('shape', [(3,), (7, 3), (2, 4, 3)])
+def test_skew_is_the_cross_product_matrix(shape):
+    rng = np.random.default_rng(3)
+    v, w = rng.normal(size=shape), rng.normal(size=shape)
+    K = skew(v)
+    assert K.shape == shape[:-1] + (3, 3)
+    np.testing.assert_allclose((K @ w[..., None])[..., 0], np.cross(v, w), atol=1e-15)
+    np.testing.assert_array_equal(K, -np.swapaxes(K, -1, -2))

@@ -6,7 +6,7 @@ from i2p_registration.core.registration.base import (Prior, publication_status,
                                                      RegistrationResult, Status)
 from i2p_registration.core.registration.edge import EdgeRegistrar
 from i2p_registration.core.registration.factory import get_registrar
-from i2p_registration.core.registration.image_edges import (CannyEdges, cost_field,
+from i2p_registration.core.registration.image_edges import (CannyEdges, cost_field, CostField,
                                                             get_edge_detector)
 from i2p_registration.core.registration.kernels import get_kernel
 from i2p_registration.core.registration.lidar_edges import (cross_line_edges, depth_edges,
@@ -455,3 +455,23 @@ def test_estimates_outside_the_prior_ranges_are_not_published(scene):
         Status.FAILED, 'estimate is not finite')
     failed = RegistrationResult.failure('test', 'no edges')
     assert publication_status(failed, prior, 0.4) == (Status.FAILED, 'no edges')
+
+
+def test_cost_field_sampling_is_bilinear_and_truncates_outside():
+    from scipy.ndimage import map_coordinates
+    rng = np.random.default_rng(5)
+    h, w = 30, 50
+    cost = rng.uniform(0, 8, (h, w)).astype(np.float32)
+    grad = rng.normal(size=(2, h, w)).astype(np.float32)
+    field = CostField(cost, grad, K, 8.0, 1.0)
+    uv = np.concatenate([rng.uniform([0, 0], [w - 1, h - 1], (200, 2)),
+                         [[0, 0], [w - 1, h - 1], [w - 1, 0], [-0.1, 5], [5, h - 0.9], [60, 3]]])
+    c, g = field.sample(uv)
+    inside = np.arange(len(uv)) < 203
+    rows_cols = uv[inside, ::-1].T
+    np.testing.assert_allclose(c[inside], map_coordinates(cost, rows_cols, order=1), atol=1e-5)
+    for k in range(2):
+        np.testing.assert_allclose(g[inside, k], map_coordinates(grad[k], rows_cols, order=1),
+                                   atol=1e-5)
+    assert np.all(c[~inside] == 8.0) and np.all(g[~inside] == 0.0)
+    np.testing.assert_array_equal(field.sample(uv, gradient=False)[0], c)

@@ -1,5 +1,6 @@
 """geometry."""
 
+from ._checks import skew
 from .projection import (distort, in_image, MIN_DEPTH, pixel_rays, pixels_to_normalized,
                          project_lidar_points, project_points, undistort, unproject)
 from .rays import camera_from_rays, patch_centres, plucker_rays
@@ -13,6 +14,6 @@ __all__ = [
     'in_image', 'inverse', 'make_transform', 'matrix_to_quat', 'matrix_to_rot6d',
     'patch_centres', 'pixel_rays', 'pixels_to_normalized', 'plucker_rays', 'pnp_ransac',
     'project_lidar_points', 'project_points', 'project_to_so3', 'quat_to_matrix',
-    'rot6d_to_matrix', 'se3_exp', 'se3_log', 'so3_exp', 'so3_log', 'transform_points',
+    'rot6d_to_matrix', 'se3_exp', 'se3_log', 'skew', 'so3_exp', 'so3_log', 'transform_points',
     'undistort', 'unproject', 'weighted_procrustes',
 ]

@@ -47,7 +47,10 @@ def as_weights(weights, n: int, name: str = 'weights') -> np.ndarray:
 def skew(v: np.ndarray) -> np.ndarray:
     """Build the cross-product matrices ``(..., 3, 3)`` of ``(..., 3)`` vectors."""
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
-    o = np.zeros_like(x)
-    return np.stack([np.stack([o, -z, y], -1),
-                     np.stack([z, o, -x], -1),
-                     np.stack([-y, x, o], -1)], -2)
+    # Filled in place: nested np.stack costs more than the maths for the single vectors of
+    # an LM step.
+    K = np.zeros(v.shape[:-1] + (3, 3), dtype=np.result_type(v, np.float32))
+    K[..., 0, 1], K[..., 0, 2] = -z, y
+    K[..., 1, 0], K[..., 1, 2] = z, -x
+    K[..., 2, 0], K[..., 2, 1] = -y, x
+    return K

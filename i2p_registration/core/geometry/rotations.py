@@ -21,9 +21,11 @@ _PI_SIGN_TOL = 1e-12
 
 def _vee_antisym(R: np.ndarray) -> np.ndarray:
     """``vee((R - R^T) / 2)``, equal to ``sin(theta) * axis`` for a rotation, ``(..., 3)``."""
-    return 0.5 * np.stack([R[..., 2, 1] - R[..., 1, 2],
-                           R[..., 0, 2] - R[..., 2, 0],
-                           R[..., 1, 0] - R[..., 0, 1]], -1)
+    v = np.empty(R.shape[:-2] + (3,), dtype=R.dtype)
+    v[..., 0] = R[..., 2, 1] - R[..., 1, 2]
+    v[..., 1] = R[..., 0, 2] - R[..., 2, 0]
+    v[..., 2] = R[..., 1, 0] - R[..., 0, 1]
+    return 0.5 * v
 
 
 def so3_exp(phi) -> np.ndarray:

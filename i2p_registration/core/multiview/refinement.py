@@ -44,7 +44,7 @@ import scipy.sparse.linalg as spla
 
 from .linalg import band_cholesky, band_solve, fill_reducing_order, SpdSolver
 from .rotation_sync import scalar_laplacian
-from ..geometry.rotations import so3_exp, so3_log
+from ..geometry import skew, so3_exp, so3_log
 
 _IDX6 = np.arange(6)
 # The reduced normal matrix is factorized densely up to this size, or up to _DENSE_MAX_DIM when
@@ -91,14 +91,6 @@ class RefinementConfig:
             raise ValueError('initial_damping must be > 0 and tol >= 0')
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    """``(..., 3, 3)`` cross-product matrices of ``(..., 3)`` vectors."""
-    o = np.zeros(v.shape[:-1])
-    x, y, z = v[..., 0], v[..., 1], v[..., 2]
-    return np.stack([np.stack([o, -z, y], -1), np.stack([z, o, -x], -1),
-                     np.stack([-y, x, o], -1)], -2)
-
-
 def _residuals(R, t, i, j, R_ij, t_ij) -> np.ndarray:
     """``(M, 6)`` residuals ``(e_t, e_r)``."""
     e_t = np.einsum('mba,mb->ma', R[i], t[j] - t[i]) - t_ij
@@ -125,8 +117,8 @@ def _linearize(R, t, i, j, e, omega) -> tuple[np.ndarray, np.ndarray, np.ndarray
         nodes i and j.
     """
     Rti = np.swapaxes(R[i], 1, 2)
-    A = (np.eye(3) + 0.5 * _skew(e[:, 3:])) @ np.swapaxes(R[j], 1, 2)
-    S = _skew(t[j] - t[i])
+    A = (np.eye(3) + 0.5 * skew(e[:, 3:])) @ np.swapaxes(R[j], 1, 2)
+    S = skew(t[j] - t[i])
     K = (Rti, A)
     KT = (R[i], np.swapaxes(A, 1, 2))
     m = len(i)

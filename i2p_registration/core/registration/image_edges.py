@@ -46,8 +46,9 @@ class CostField:
 
     @functools.cached_property
     def _layers(self) -> np.ndarray:
-        """Return ``(3, H, W)``: cost, d/du, d/dv, sampled together."""
-        return np.concatenate([self.cost[None], self.grad])
+        """Return ``(H * W, 3)``: cost, d/du, d/dv per pixel, gathered together."""
+        return np.ascontiguousarray(
+            np.concatenate([self.cost[None], self.grad]).reshape(3, -1).T)
 
     def sample(self, uv: np.ndarray,
                gradient: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -68,13 +69,18 @@ class CostField:
         u0 = np.minimum(np.floor(u).astype(np.int64), w - 2)
         v0 = np.minimum(np.floor(v).astype(np.int64), h - 2)
         fu, fv = u - u0, v - v0
-        layers = self._layers if gradient else self.cost[None]
-        a = layers[:, v0, u0] * ((1 - fu) * (1 - fv)) + layers[:, v0, u0 + 1] * (fu * (1 - fv))
-        a += layers[:, v0 + 1, u0] * ((1 - fu) * fv) + layers[:, v0 + 1, u0 + 1] * (fu * fv)
-        cost = np.where(inside, a[0], self.truncation)
+        # Flat indices of the four neighbours; one gather of all layers per neighbour.
+        i00 = v0 * w + u0
+        corners = ((i00, (1 - fu) * (1 - fv)), (i00 + 1, fu * (1 - fv)),
+                   (i00 + w, (1 - fu) * fv), (i00 + w + 1, fu * fv))
         if not gradient:
-            return cost, None
-        return cost, np.where(inside[:, None], a[1:].T, 0.0)
+            flat = self.cost.reshape(-1)
+            a = sum(flat[i] * f for i, f in corners)
+            return np.where(inside, a, self.truncation), None
+        layers = self._layers
+        a = sum(layers[i] * f[:, None] for i, f in corners)
+        return (np.where(inside, a[:, 0], self.truncation),
+                np.where(inside[:, None], a[:, 1:], 0.0))
 
 
 class EdgeDetector(abc.ABC):

@@ -68,21 +68,24 @@ class FieldScorer:
         """
         T_all = torch.as_tensor(T, dtype=torch.float32, device=self.device)
         h, w = self.cost.shape[-2:]
+        # Projection straight into grid_sample's (x, y) in [-1, 1] (0 and w - 1 at the borders),
+        # and products with masks rather than torch.where: both cost more than the maths here.
+        K = self.K.tolist()
+        scale = torch.tensor([2.0 * K[0][0] / (w - 1), 2.0 * K[1][1] / (h - 1)],
+                             device=self.device)
+        offset = torch.tensor([2.0 * K[0][2] / (w - 1) - 1.0, 2.0 * K[1][2] / (h - 1) - 1.0],
+                              device=self.device)
         chunk = max(1, _CHUNK_ELEMENTS // max(len(self.points), 1))
         out = []
         for T_chunk in T_all.split(chunk):
             p = torch.einsum('hij,nj->hni', T_chunk[:, :3, :3], self.points)
             p = p + T_chunk[:, None, :3, 3]
-            z = p[..., 2]
-            front = z > 0.5
-            z = torch.where(front, z, torch.ones_like(z))
-            u = self.K[0, 0] * p[..., 0] / z + self.K[0, 2]
-            v = self.K[1, 1] * p[..., 1] / z + self.K[1, 2]
-            inside = front & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
-            grid = torch.stack([u / (w - 1) * 2 - 1, v / (h - 1) * 2 - 1], dim=-1)
-            cost = torch.nn.functional.grid_sample(self.cost, grid[None].clamp(-1.0, 1.0),
+            z = p[..., 2:]
+            grid = p[..., :2] / z.clamp_min(0.5) * scale + offset
+            inside = (z[..., 0] > 0.5) & (grid.abs() <= 1.0).all(dim=-1)
+            cost = torch.nn.functional.grid_sample(self.cost, grid.clamp_(-1.0, 1.0)[None],
                                                    mode='bilinear', align_corners=True)[0, 0]
-            gain = torch.where(inside, 1.0 - cost / self.truncation, torch.zeros_like(cost))
+            gain = (1.0 - cost / self.truncation) * inside
             out.append((gain @ self.weights) / self.total)
         return torch.cat(out).double().cpu().numpy()
 
