@@ -73,14 +73,10 @@ class CostField:
         i00 = v0 * w + u0
         corners = ((i00, (1 - fu) * (1 - fv)), (i00 + 1, fu * (1 - fv)),
                    (i00 + w, (1 - fu) * fv), (i00 + w + 1, fu * fv))
-        if not gradient:
-            flat = self.cost.reshape(-1)
-            a = sum(flat[i] * f for i, f in corners)
-            return np.where(inside, a, self.truncation), None
-        layers = self._layers
+        layers = self._layers if gradient else self.cost.reshape(-1, 1)
         a = sum(layers[i] * f[:, None] for i, f in corners)
-        return (np.where(inside, a[:, 0], self.truncation),
-                np.where(inside[:, None], a[:, 1:], 0.0))
+        cost = np.where(inside, a[:, 0], self.truncation)
+        return cost, np.where(inside[:, None], a[:, 1:], 0.0) if gradient else None
 
 
 class EdgeDetector(abc.ABC):

@@ -198,6 +198,13 @@ class EdgeRefiner:
             if len(tops.pyramid) != len(pyramid):
                 raise ValueError('the tops pyramid needs as many levels as the sides pyramid')
             channels.append(tops)
+        # The prior term is the same in every pass.
+        information = None
+        ranges = None if prior_ranges is None else np.asarray(prior_ranges, np.float64)
+        if ranges is not None and self.prior_weight > 0 and np.all(
+                ranges[3:] <= self.max_prior_rotation):
+            information = np.diag(self.prior_weight / np.maximum(ranges, 1e-6) ** 2)
+        anchor = None if information is None else (T0 if T_prior is None else T_prior)
         T = np.asarray(T0, dtype=np.float64)
         lm = None
         for level, kernel in passes:
@@ -212,13 +219,6 @@ class EdgeRefiner:
             stack = _FieldStack([u[0] for u in used], [len(u[1]) for u in used],
                                 np.concatenate([u[1] for u in used]),
                                 np.concatenate([u[2] for u in used]))
-            information = None
-            ranges = None if prior_ranges is None else np.asarray(prior_ranges, np.float64)
-            if ranges is not None and self.prior_weight > 0 and np.all(
-                    ranges[3:] <= self.max_prior_rotation):
-                ranges = np.maximum(ranges, 1e-6)
-                information = np.diag(self.prior_weight / ranges ** 2)
-            anchor = None if information is None else (T0 if T_prior is None else T_prior)
             lm = levenberg_marquardt(
                 T, stack.residuals, kernel, self.max_iterations,
                 cost_tolerance=self.cost_tolerance, T_prior=anchor,
