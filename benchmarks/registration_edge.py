@@ -18,7 +18,7 @@ Figures:
 
 The method is the factory's default ``edge`` (oriented Canny edges for the sides and the tops
 of objects, a 6-DoF hypothesis search within the prior's ranges, robust LM with Huber then
-Cauchy and a pose-prior term).
+Cauchy and a pose-prior term, started from the prior and from the two best hypotheses).
 
 Run: ``python benchmarks/registration_edge.py [--quick] [--synthetic ROOT]``.
 """
@@ -169,10 +169,11 @@ def main(argv=None) -> int:
               'synthetic': args.synthetic or f'test split world 0, {frames} frames (i2p-synth)',
               'synthetic_pairs': {'nearby': count, 'same_frame': same_count},
               'method': 'edge (canny with gradient within 30 deg of the rows or columns, 6-DoF '
-                        'search in the prior ranges on the sides, huber 2 px over 3 pyramid '
-                        'levels then cauchy 2 px on the finest, sides and tops (weight 0.5 '
-                        'at 0.35 deg line spacing), prior weight 45 px^2, depth edges only; the '
-                        'intensity variant adds steep intensity edges)'}
+                        'search in the prior ranges on the sides, refined from the prior and the '
+                        '2 best hypotheses: huber 2 px over 3 pyramid levels then cauchy 2 px '
+                        'on the finest, sides and tops (weight 0.5 at 0.35 deg line spacing), '
+                        'prior weight 45 px^2, depth edges only; the intensity variant adds '
+                        'steep intensity edges)'}
     common.print_figures(figures, common.write_results('registration_edge', config, figures), 55)
     return 0
 

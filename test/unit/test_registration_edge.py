@@ -13,6 +13,7 @@ from i2p_registration.core.registration.lidar_edges import (cross_line_edges, de
                                                             scan_lines, ScanGeometry,
                                                             ScanLineError)
 from i2p_registration.core.registration.refine import EdgeChannel, EdgeRefiner
+from i2p_registration.core.registration.search import SixDofSearch
 from i2p_registration.core.sensors import CloudFrame, ImageFrame
 import numpy as np
 import pytest
@@ -114,6 +115,43 @@ def test_register_refines_the_board_scene(scene):
         assert set(result.timings) >= {'image_features', 'lidar_features', 'refine', 'total'}
         assert result.covariance.shape == (6, 6) and np.all(np.isfinite(result.covariance))
     assert np.median(rot) < 0.4 and np.median(trans) < 0.08
+
+
+class _MisleadingSearch(SixDofSearch):
+    """A search whose every hypothesis is one fixed wrong pose."""
+
+    def __init__(self, wrong):
+        super().__init__()
+        self.wrong = wrong
+
+    def search(self, pyramid, points, weights, prior):
+        return np.repeat(self.wrong[None], 4, axis=0), np.ones(4)
+
+
+def test_the_prior_is_refined_besides_the_search_candidates(scene):
+    # A search that only proposes a pose 8 deg / 0.4 m off (refined alone, it diverges) cannot
+    # drag the result away from a prior near the truth: the prior is a start too, and the
+    # better refined score wins.
+    wrong = scene.T_cam_lidar @ make_transform(so3_exp(np.radians([0.0, 0.0, 8.0])),
+                                               [0.4, 0.0, 0.0])
+    near = scene.T_cam_lidar @ make_transform(so3_exp(np.radians([0.5, -0.5, 0.5])),
+                                              [0.05, -0.05, 0.05])
+    refiner = EdgeRefiner(get_kernel('huber', 2.0))
+    from_wrong = EdgeRegistrar(CannyEdges(), refiner).register(
+        scene.image, scene.cloud, Prior(wrong, 0.5, np.radians(10.0)))
+    assert from_wrong.status == Status.FAILED and 'diverged' in from_wrong.reason
+    registrar = EdgeRegistrar(CannyEdges(), refiner, _MisleadingSearch(wrong))
+    result = registrar.register(scene.image, scene.cloud, Prior(near, 0.5, np.radians(10.0)))
+    assert result.status == Status.OK, result.reason
+    assert rre_geodesic(result.T_cam_lidar, scene.T_cam_lidar) < 0.3
+    assert rte(result.T_cam_lidar, scene.T_cam_lidar) < 0.05
+    assert result.score > 0.8
+    # Without a refiner the search's best hypothesis is the result as it stands.
+    searched = EdgeRegistrar(CannyEdges(), None, _MisleadingSearch(wrong)).register(
+        scene.image, scene.cloud, Prior(near, 0.5, np.radians(10.0)))
+    np.testing.assert_allclose(searched.T_cam_lidar, wrong)
+    with pytest.raises(ValueError, match='candidates must be >= 0'):
+        EdgeRegistrar(CannyEdges(), refiner, candidates=-1)
 
 
 def test_depth_edges_are_foreground_silhouettes(scene):
