@@ -123,13 +123,6 @@ def test_metrics_match_a_recomputation_from_the_output_bag(demo):
     assert all(r[0] >= r[1] for r in regs)
 
 
-@pytest.mark.xfail(strict=False, reason='issue 8 asks RR >= 90 % of the attempted registrations '
-                   'from the nominal prior; the edge method publishes about 80 % of them (272 '
-                   'of 340 on the 60 s demo), all within the RR bounds, and refuses the rest by '
-                   "score or the prior's ranges. Replayed (1176 pairs, seeds 0 and 7), 92 % of "
-                   "its estimates are within the bounds, but those within the prior's ranges "
-                   'scoring >= 0.35 are 79 % / 78 % of the pairs, and lower scores add estimates '
-                   '5-6 deg off (issue 8 is open on it)')
 def test_registration_recall_from_the_nominal_prior(demo):
     # Recall counts every attempted registration: a refused one is not a success.
     metrics = demo[1]
