@@ -237,9 +237,9 @@ class RegistrationConfig(_Section):
     # kitti_000008's failures 0.25.
     min_score: float = _param(0.32, 'results scoring below this publish no TF',
                               min_value=0.0, max_value=1.0)
-    intensity_threshold: float = _param(0.0, 'edge method: relative LiDAR intensity step of an '
+    intensity_threshold: float = _param(0.3, 'edge method: relative LiDAR intensity step of an '
                                         'intensity edge (steep paint borders); 0: depth edges '
-                                        'only; 0.3 measured', min_value=0.0, max_value=1.0,
+                                        'only', min_value=0.0, max_value=1.0,
                                         read_only=True)
     top_weight: float = _param(0.5, 'edge method: weight of the tops of objects (depth edges '
                                'between scan lines, against image edges along the rows) in '

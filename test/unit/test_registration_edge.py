@@ -326,15 +326,40 @@ def test_ground_markings_give_no_intensity_edges():
     assert _median_errors(scene, 0.3) == _median_errors(scene, 0.0)
 
 
+class _RecordingSearch(SixDofSearch):
+    """The default search, keeping the point weights it was given."""
+
+    def search(self, pyramid, points, weights, prior):
+        self.weights = weights.copy()
+        return super().search(pyramid, points, weights, prior)
+
+
+def test_intensity_edges_refine_but_do_not_search():
+    scene = make_scene(seed=3, two_tone=True)
+    search = _RecordingSearch(samples=64, refine_samples=16)
+    registrar = EdgeRegistrar(CannyEdges(), EdgeRefiner(get_kernel('huber', 2.0)), search,
+                              intensity_threshold=0.3)
+    result = registrar.register(scene.image, scene.cloud, Prior(scene.T_cam_lidar))
+    assert result.status == Status.OK, result.reason
+    edges = depth_edges(scene.cloud.points, scene.cloud.ring, scene.cloud.intensity,
+                        intensity_threshold=0.3)
+    n_intensity = int(np.sum(~edges.depth))
+    assert n_intensity > 20
+    # Every intensity edge point in view weighs 0 in the search; depth edges keep their weight.
+    zero = int(np.sum(search.weights == 0))
+    assert 0 < zero <= n_intensity
+    assert np.all(search.weights[search.weights > 0] >= np.min(edges.weight[edges.depth]))
+
+
 def test_intensity_edge_parameters_are_validated():
     with pytest.raises(ValueError, match='intensity_threshold'):
         EdgeRegistrar(CannyEdges(), EdgeRefiner(get_kernel('huber', 2.0)),
                       intensity_threshold=-0.1)
     with pytest.raises(ValueError, match='intensity_weight'):
         EdgeRegistrar(CannyEdges(), EdgeRefiner(get_kernel('huber', 2.0)), intensity_weight=0.0)
-    # Off by default (registration.intensity_threshold), passed through the factory.
-    assert get_registrar('edge', device='cpu').intensity_threshold == 0.0
-    assert get_registrar('edge', device='cpu', intensity_threshold=0.3).intensity_threshold == 0.3
+    # 0.3 by default (registration.intensity_threshold), passed through the factory.
+    assert get_registrar('edge', device='cpu').intensity_threshold == 0.3
+    assert get_registrar('edge', device='cpu', intensity_threshold=0.0).intensity_threshold == 0.0
 
 
 def _board_scan(rings=16, columns=1440, sky_above=False):

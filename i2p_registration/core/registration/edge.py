@@ -54,21 +54,25 @@ class EdgeRegistrar(Registrar):
         With the prior as one of three starts instead of the third candidate, the share of
         the 1176 pairs of two replayed 60 s drives (seeds 0 and 7) within 2 m / 5 deg rose
         from 92 % to 99.9 % and 99.0 %; the synthetic ``nearby`` protocol (200 pairs, prior 5
-        deg / 0.5 m off) converged 71.4 % instead of 67.8 %.
+        deg / 0.5 m off) converged 71.4 % instead of 67.8 % (both with depth edges only).
     :param inlier_px: inlier bound of the score, working pixels.
     :param min_score: below this score the status is ``low_confidence``.
     :param intensity_threshold: relative step of the LiDAR intensity along a line that makes an
         intensity edge (paint and material borders: windows, signs, two-tone surfaces); 0:
-        depth edges only (the default). Only steep borders count (see ``intensity_support`` of
+        depth edges only. Only steep borders count (see ``intensity_support`` of
         :func:`~.lidar_edges.depth_edges`), the ones the orientation-filtered image edges hold.
-        Measured with ``benchmarks/registration_edge.py`` (200 ``nearby`` pairs of a synthetic
-        test world, the factory's defaults otherwise), 0 against 0.3 with weight 0.5: median
-        error 0.297 -> 0.206 deg and 0.086 -> 0.052 m, converged share 67.8 -> 77.4 %. It stays
-        off by default: on the full-size pair of the node test
-        (``test/ros/test_registration_node_edge.py``, prior 2.4 cm / 0.6 deg off) it ends 0.25
-        m / 0.49 deg away instead of 0.032 m / 0.21 deg, scoring 0.46 (published at the
-        default ``min_score``), and on 16 more full-size pairs it helped little (75 % against
-        69 % within 10 cm, the median unchanged at 3.1 cm).
+        They take part in the refinement only: the search and the score use the depth edges.
+        Default 0.3, against 0 (depth edges only), each estimate scored against the truth:
+        ``benchmarks/registration_edge.py`` (200 ``nearby`` pairs of a synthetic test world),
+        see its ``depth_only`` figures; the two PJLab samples 0.180 -> 0.177 and 0.188 ->
+        0.177 deg, 9.2 -> 9.1 and 9.4 -> 9.1 cm (kitti_000008 fails either way); 17
+        full-size pairs of 17 synthetic worlds (seeds 3-19, the node test's prior) within 10
+        cm 65 -> 82 %, median 3.2 -> 2.2 cm, published beyond 10 cm 3 -> 1; three replayed
+        60 s demo drives (1176 pairs each) median error 9.6 / 8.4 / 8.8 -> 8.0 / 6.8 / 7.2
+        cm, published at ``min_score`` 0.32 and within 2 m / 5 deg 95.3 / 92.3 / 91.5 ->
+        95.8 / 93.3 / 92.2 %, published beyond 0 / 1 / 1 -> 0 / 0 / 0. With intensity edges
+        in the search too, all three starts of the node test's pair fell into a minimum 0.25
+        m off.
     :param intensity_weight: weight of intensity edge points in ``(0, 1]`` (depth edges weigh up
         to 1 by their jump). The score counts depth edges only: an intensity edge that the
         image does not show as an edge (a faint marking) says nothing against the pose.
@@ -89,7 +93,7 @@ class EdgeRegistrar(Registrar):
                  max_width: int = 960, pyramid_levels: int = 3, truncation: float = 10.0,
                  min_range: float = 1.0, max_range: float = 80.0, max_edge_points: int = 4000,
                  occluder_voxel: float = 0.2, candidates: int = 2, inlier_px: float = 2.0,
-                 min_score: float = 0.2, intensity_threshold: float = 0.0,
+                 min_score: float = 0.2, intensity_threshold: float = 0.3,
                  intensity_weight: float = 0.5, top_weight: float = 0.0):
         if not isinstance(detector, EdgeDetector):
             raise ValueError(f'detector must be an EdgeDetector, got {type(detector).__name__}')
@@ -153,7 +157,7 @@ class EdgeRegistrar(Registrar):
         with timer('search'):
             starts = prior.T_cam_lidar[None]
             if self.search is not None:
-                found, _ = self.search.search(pyramid, points, weights, prior)
+                found, _ = self.search.search(pyramid, points, score_weights, prior)
                 starts = (found[:1] if self.refiner is None else
                           np.concatenate([starts, found[:self.candidates]]))
         with timer('refine'):

@@ -48,7 +48,7 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
                   default_prior: Prior | None = None, min_score: float = 0.2,
                   checkpoint: str | None = None,
                   prior_weight: float = PRIOR_WEIGHT,
-                  intensity_threshold: float = 0.0, final_kernel: str | None = 'cauchy',
+                  intensity_threshold: float = 0.3, final_kernel: str | None = 'cauchy',
                   top_weight: float = TOP_WEIGHT) -> Registrar:
     """
     Return the registrar for ``registration.method`` and ``registration.refine``.
