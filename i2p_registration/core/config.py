@@ -228,13 +228,13 @@ class RegistrationConfig(_Section):
     checkpoint: str = _param('', 'checkpoint file of the learned methods; empty: none',
                              read_only=True)
     # 0.32: replayed from the nominal prior (i2p-replay, every estimate scored against the
-    # truth), the estimates within the prior's ranges that score at least that are 95 % / 92 %
-    # of the 1176 pairs of two 60 s demo drives (seeds 0 / 7), with 0 / 1 beyond 2 m / 5 deg;
-    # at 0.35 (chosen before the prior became an LM start) 92 % / 88 % with the same 0 / 1; at
-    # 0.3, 97 % / 94 % with 0 / 2. A third drive, not used to choose (seed 3): 91.5 % at 0.32,
-    # 89 % at 0.35, one beyond the bounds at both (it scores 0.36; seed 7's 0.42; each lies
-    # 5.3-5.9 deg off). The real samples score 0.45 at their reference calibration,
-    # kitti_000008's failures 0.25.
+    # truth), the estimates within the prior's ranges that score at least that are 95.8 % /
+    # 93.3 % / 92.2 % of the 1176-1177 pairs of three 60 s demo drives (seeds 0 / 7 / 3), none
+    # beyond 2 m / 5 deg; at 0.35, 92.1 / 90.6 / 89.0 %; at 0.3, 97.7 / 95.3 / 93.5 %, none beyond
+    # either. Chosen with depth edges only (intensity_threshold 0) on seeds 0 and 7: 95.3 /
+    # 92.3 % with 0 / 1 beyond, the same 0 / 1 as at 0.35 (88-92 %), while 0.3 added one; seed
+    # 3, not used to choose, then gave 91.5 % with one beyond (scoring 0.36, 5.9 deg off). The
+    # real samples score 0.45 at their reference calibration, kitti_000008's failures 0.25.
     min_score: float = _param(0.32, 'results scoring below this publish no TF',
                               min_value=0.0, max_value=1.0)
     intensity_threshold: float = _param(0.3, 'edge method: relative LiDAR intensity step of an '
