@@ -50,7 +50,8 @@ class FieldScorer:
 
     :param field: the cost field (pinhole ``K``).
     :param points: ``(N, 3)`` edge points in the LiDAR frame, metres.
-    :param weights: ``(N,)`` non-negative edge strengths.
+    :param weights: ``(N,)`` non-negative edge strengths; points of weight 0 (the intensity
+        edges, which the search leaves out) cannot change a score and are not projected.
     :param device: torch device.
     """
 
@@ -60,8 +61,10 @@ class FieldScorer:
         self.cost = torch.as_tensor(field.cost, device=device)[None, None]
         self.K = torch.as_tensor(field.K, dtype=torch.float32, device=device)
         self.truncation = field.truncation
-        self.points = torch.as_tensor(points, dtype=torch.float32, device=device)
-        self.weights = torch.as_tensor(weights, dtype=torch.float32, device=device)
+        weights = np.asarray(weights)
+        used = weights > 0
+        self.points = torch.as_tensor(np.asarray(points)[used], dtype=torch.float32, device=device)
+        self.weights = torch.as_tensor(weights[used], dtype=torch.float32, device=device)
         self.total = float(self.weights.sum().clamp_min(1e-12))
 
     @torch.inference_mode()
