@@ -124,7 +124,7 @@ class _MisleadingSearch(SixDofSearch):
         super().__init__()
         self.wrong = wrong
 
-    def search(self, pyramid, points, weights, prior):
+    def search(self, pyramid, points, weights, prior, occluders=None):
         return np.repeat(self.wrong[None], 4, axis=0), np.ones(4)
 
 
@@ -329,9 +329,9 @@ def test_ground_markings_give_no_intensity_edges():
 class _RecordingSearch(SixDofSearch):
     """The default search, keeping the point weights it was given."""
 
-    def search(self, pyramid, points, weights, prior):
+    def search(self, pyramid, points, weights, prior, occluders=None):
         self.weights = weights.copy()
-        return super().search(pyramid, points, weights, prior)
+        return super().search(pyramid, points, weights, prior, occluders)
 
 
 def test_intensity_edges_refine_but_do_not_search():

@@ -1,13 +1,16 @@
-"""Tests of the batched hypothesis scoring and the coarse-to-fine pose search."""
+"""Tests of the batched hypothesis scoring, the 6-DoF search and the planar global search."""
 
 from i2p_registration.core.geometry import make_transform, so3_exp
 from i2p_registration.core.metrics import rre_geodesic, rte
-from i2p_registration.core.registration.base import Prior
+from i2p_registration.core.registration.base import Prior, Status
+from i2p_registration.core.registration.edge import EdgeRegistrar
 from i2p_registration.core.registration.image_edges import CannyEdges, cost_pyramid, rectify
+from i2p_registration.core.registration.kernels import get_kernel
 from i2p_registration.core.registration.lidar_edges import depth_edges
-from i2p_registration.core.registration.refine import edge_residuals
+from i2p_registration.core.registration.occlusion import visible
+from i2p_registration.core.registration.refine import edge_residuals, EdgeRefiner
 from i2p_registration.core.registration.search import (FieldScorer, get_search, PlanarSearch,
-                                                       resolve_device, SixDofSearch)
+                                                       resolve_device, SixDofSearch, VisibleScorer)
 import numpy as np
 import pytest
 from test_registration_scene import make_scene
@@ -63,3 +66,91 @@ def test_device_resolution_and_factory():
     assert isinstance(get_search('planar'), PlanarSearch)
     with pytest.raises(ValueError, match='unknown search mode'):
         get_search('spiral')
+
+
+def _offsets(T, rng, translation, rotation, count):
+    """Return ``count`` hypotheses ``T @ delta`` with random LiDAR-frame offsets."""
+    return np.stack([T @ make_transform(so3_exp(rng.uniform(-rotation, rotation, 3)),
+                                        rng.uniform(-translation, translation, 3))
+                     for _ in range(count)])
+
+
+def test_visible_score_equals_the_occlusion_test_one_hypothesis_at_a_time(features):
+    scene, pyramid, points, weights = features
+    field = pyramid[0]
+    occluders = scene.cloud.points[::7].astype(np.float64)
+    T = _offsets(scene.T_cam_lidar, np.random.default_rng(2), 0.5, np.radians(3.0), 12)
+    scores = VisibleScorer(field, points, weights, occluders, torch.device('cpu'),
+                           cell=8.0).score(T)
+    chance = np.mean(1.0 - field.cost / field.truncation)
+    h, w = field.shape
+    for k in range(len(T)):
+        p = points @ T[k, :3, :3].T + T[k, :3, 3]
+        o = occluders @ T[k, :3, :3].T + T[k, :3, 3]
+        seen = visible(p, o, field.K, w, h, cell=8.0)
+        cost, _, _ = edge_residuals(field, points, weights, T[k], False)
+        expected = np.sum((weights * (1.0 - cost / field.truncation - chance))[seen])
+        # The batched z-buffer lays its cells from the pixel centres, not the corners: a few
+        # points on cell borders may differ.
+        assert scores[k] == pytest.approx(expected / weights.sum(), abs=1e-3)
+
+
+def test_visible_score_leaves_out_hidden_points_and_chance(features):
+    scene, pyramid, points, weights = features
+    field = pyramid[0]
+    # A wall 2 m in front of the LiDAR across the whole view hides every edge point.
+    y, z = np.meshgrid(np.linspace(-4, 4, 201), np.linspace(-2, 2, 101))
+    wall = np.stack([np.full(y.size, 2.0), y.ravel(), z.ravel()], axis=1)
+    T = scene.T_cam_lidar[None]
+    cpu = torch.device('cpu')
+    open_view = VisibleScorer(field, points, weights, np.zeros((0, 3)), cpu).score(T)[0]
+    walled = VisibleScorer(field, points, weights, wall, cpu).score(T)[0]
+    assert open_view > 0.4 and walled == pytest.approx(0.0, abs=1e-6)
+    # Without the occlusion test, the points in view count; turned away, none are in view.
+    unchecked = VisibleScorer(field, points, weights, None, cpu)
+    away = scene.T_cam_lidar @ make_transform(so3_exp([0.0, 0.0, np.pi]), [0.0, 0.0, 0.0])
+    assert unchecked.score(T)[0] >= open_view > 0.4
+    assert unchecked.score(away[None])[0] == 0.0
+    # Points dropped at random pixels gain what chance gives: about 0 on average.
+    rng = np.random.default_rng(4)
+    random = _offsets(scene.T_cam_lidar, rng, 3.0, np.radians(25.0), 64)
+    assert abs(np.mean(unchecked.score(random))) < 0.1
+
+
+def test_settling_moves_planar_offsets_onto_the_truth(features):
+    scene, pyramid, points, weights = features
+    rng = np.random.default_rng(5)
+    offsets = [make_transform(so3_exp([0.0, 0.0, a]), [x, y, 0.0]) for x, y, a in zip(
+        rng.uniform(-0.4, 0.4, 16), rng.uniform(-0.4, 0.4, 16),
+        rng.uniform(-np.radians(2.0), np.radians(2.0), 16))]
+    T = np.stack([scene.T_cam_lidar @ P for P in offsets])
+    search = PlanarSearch()
+    settled = search.settle_steps(pyramid[1], points, weights, T)
+    settled = search.settle_steps(pyramid[0], points, weights, settled)
+    before = np.median([rte(A, scene.T_cam_lidar) for A in T])
+    after = np.median([rte(A, scene.T_cam_lidar) for A in settled])
+    turned = np.median([rre_geodesic(A, scene.T_cam_lidar) for A in settled])
+    # Settling is coarse (a few steps, Huber on the pixel grid); the LM refines from there.
+    assert before > 0.3 and after < 0.1 and turned < 0.4
+    # Steps stay on the ground plane: z, roll and pitch of the LiDAR motion do not change.
+    delta = np.linalg.inv(T) @ settled
+    np.testing.assert_allclose(delta[:, 2, 3], 0.0, atol=1e-4)
+    np.testing.assert_allclose(delta[:, 2, 2], 1.0, atol=1e-6)
+
+
+def test_planar_search_relocalizes_from_any_yaw_and_metres_away():
+    # The prior faces 150 deg away and stands 5 m off: only a search over the whole ground
+    # plane finds the boards, and the refiner's score picks the truth among its starts.
+    scene = make_scene(seed=2)
+    refiner = EdgeRefiner(get_kernel('huber', 2.0))
+    search = PlanarSearch(grid=(13, 13, 72), screen=2048, settle=512, keep=16)
+    registrar = EdgeRegistrar(CannyEdges(), refiner, search)
+    offset = make_transform(so3_exp([0.0, 0.0, np.radians(150.0)]), [4.0, -3.0, 0.0])
+    prior = Prior(scene.T_cam_lidar @ offset, translation_range=[6.0, 6.0, 0.1],
+                  rotation_range=[0.02, 0.02, np.pi])
+    result = registrar.register(scene.image, scene.cloud, prior)
+    assert result.status != Status.FAILED, result.reason
+    assert rre_geodesic(result.T_cam_lidar, scene.T_cam_lidar) < 0.3
+    assert rte(result.T_cam_lidar, scene.T_cam_lidar) < 0.05 and result.score > 0.9
+    # All of the search's hypotheses were refined (its starts), besides the prior.
+    assert search.starts == search.keep == 16 and registrar.candidates is None

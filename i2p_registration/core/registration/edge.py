@@ -46,15 +46,17 @@ class EdgeRegistrar(Registrar):
     :param max_edge_points: edge points kept (strongest first when more are found).
     :param occluder_voxel: voxel size of the z-buffer occluders, metres.
     :param candidates: search hypotheses refined besides the prior itself (always a start when
-        there is a refiner); the best refined score wins. The search ranks by a soft cost over
-        all depth edge points, the result by the inlier share of the visible ones, and the two
-        can disagree: on the first 300 pairs of the demo drive (32 lines, a few hundred edge points
-        per pair), 26 estimates ended 5-8 deg off, and for 25 of them the truth scored higher
-        than the estimate while every search candidate started 3.4 deg or more away from it.
-        With the prior as one of three starts instead of the third candidate, the share of
-        the 1176 pairs of two replayed 60 s drives (seeds 0 and 7) within 2 m / 5 deg rose
-        from 92 % to 99.9 % and 99.0 %; the synthetic ``nearby`` protocol (200 pairs, prior 5
-        deg / 0.5 m off) converged 71.4 % instead of 67.8 % (both with depth edges only).
+        there is a refiner); the best refined score wins. None: as many as the search names
+        (its ``starts``: 2 for the 6-DoF search, all 128 it returns for the planar one). The
+        search ranks by a soft cost over all depth edge points, the result by the inlier share
+        of the visible ones, and the two can disagree: on the first 300 pairs of the demo drive
+        (32 lines, a few hundred edge points per pair), 26 estimates ended 5-8 deg off, and for
+        25 of them the truth scored higher than the estimate while every search candidate
+        started 3.4 deg or more away from it. With the prior as one of three starts instead of
+        the third candidate, the share of the 1176 pairs of two replayed 60 s drives (seeds 0
+        and 7) within 2 m / 5 deg rose from 92 % to 99.9 % and 99.0 %; the synthetic ``nearby``
+        protocol (200 pairs, prior 5 deg / 0.5 m off) converged 71.4 % instead of 67.8 % (both
+        with depth edges only).
     :param inlier_px: inlier bound of the score, working pixels.
     :param min_score: below this score the status is ``low_confidence``.
     :param intensity_threshold: relative step of the LiDAR intensity along a line that makes an
@@ -92,7 +94,8 @@ class EdgeRegistrar(Registrar):
                  search: PoseSearch | None = None, default_prior: Prior | None = None,
                  max_width: int = 960, pyramid_levels: int = 3, truncation: float = 10.0,
                  min_range: float = 1.0, max_range: float = 80.0, max_edge_points: int = 4000,
-                 occluder_voxel: float = 0.2, candidates: int = 2, inlier_px: float = 2.0,
+                 occluder_voxel: float = 0.2, candidates: int | None = None,
+                 inlier_px: float = 2.0,
                  min_score: float = 0.2, intensity_threshold: float = 0.3,
                  intensity_weight: float = 0.5, top_weight: float = 0.0):
         if not isinstance(detector, EdgeDetector):
@@ -112,9 +115,10 @@ class EdgeRegistrar(Registrar):
         self.truncation = float(truncation)
         self.min_range, self.max_range = float(min_range), float(max_range)
         self.max_edge_points, self.occluder_voxel = int(max_edge_points), float(occluder_voxel)
-        if candidates < 0:
+        if candidates is not None and candidates < 0:
             raise ValueError(f'candidates must be >= 0, got {candidates}')
-        self.candidates, self.inlier_px = int(candidates), float(inlier_px)
+        self.candidates = None if candidates is None else int(candidates)
+        self.inlier_px = float(inlier_px)
         self.min_score = float(min_score)
         if intensity_threshold < 0 or not 0 < intensity_weight <= 1:
             raise ValueError('intensity_threshold must be >= 0 and intensity_weight in (0, 1], '
@@ -157,9 +161,10 @@ class EdgeRegistrar(Registrar):
         with timer('search'):
             starts = prior.T_cam_lidar[None]
             if self.search is not None:
-                found, _ = self.search.search(pyramid, points, score_weights, prior)
+                found, _ = self.search.search(pyramid, points, score_weights, prior, occluders)
+                count = self.search.starts if self.candidates is None else self.candidates
                 starts = (found[:1] if self.refiner is None else
-                          np.concatenate([starts, found[:self.candidates]]))
+                          np.concatenate([starts, found[:count]]))
         with timer('refine'):
             best = self._refine(pyramid, points, weights, score_weights, occluders, starts,
                                 prior, tops)
