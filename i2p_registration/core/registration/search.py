@@ -177,20 +177,21 @@ class VisibleScorer(FieldScorer):
         occluders = 0 if self.occluders is None else len(self.occluders)
         for T_chunk in self._chunks(T, len(self.points) + occluders):
             x, y, z, inside = self._project(T_chunk, self.points)
-            if self.occluders is None:
-                out.append((((self._gain(x, y) - self.chance) * inside) @ self.weights)
-                           / self.total)
-                continue
-            cells, count = self._cells(x, y)
-            zbuffer = torch.full((len(T_chunk) * count,), torch.inf, device=self.device)
-            zbuffer.scatter_reduce_(0, cells[inside], z[inside], 'amin')
-            o_x, o_y, o_z, o_inside = self._project(T_chunk, self.occluders)
-            o_cells, _ = self._cells(o_x, o_y)
-            zbuffer.scatter_reduce_(0, o_cells[o_inside], o_z[o_inside], 'amin')
-            limit = zbuffer[cells] * (1.0 + self.relative_tolerance) + self.absolute_tolerance
-            seen = inside & (z <= limit)
+            seen = inside if self.occluders is None else self._unhidden(T_chunk, x, y, z, inside)
             out.append((((self._gain(x, y) - self.chance) * seen) @ self.weights) / self.total)
         return torch.cat(out).double().cpu().numpy()
+
+    def _unhidden(self, T: torch.Tensor, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+                  inside: torch.Tensor) -> torch.Tensor:
+        """Return ``(H, N)`` bool: points inside the image that no occluder hides."""
+        cells, count = self._cells(x, y)
+        zbuffer = torch.full((len(T) * count,), torch.inf, device=self.device)
+        zbuffer.scatter_reduce_(0, cells[inside], z[inside], 'amin')
+        o_x, o_y, o_z, o_inside = self._project(T, self.occluders)
+        o_cells, _ = self._cells(o_x, o_y)
+        zbuffer.scatter_reduce_(0, o_cells[o_inside], o_z[o_inside], 'amin')
+        limit = zbuffer[cells] * (1.0 + self.relative_tolerance) + self.absolute_tolerance
+        return inside & (z <= limit)
 
 
 def _homogeneous(points: np.ndarray, device: torch.device) -> torch.Tensor:
