@@ -200,6 +200,12 @@ def _homogeneous(points: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.cat([points, torch.ones_like(points[:, :1])], dim=1)
 
 
+def _best(T: np.ndarray, scores: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the ``count`` best-scoring hypotheses and their scores, best first (stable)."""
+    best = np.argsort(-scores, kind='stable')[:count]
+    return T[best], scores[best]
+
+
 def _deltas(offsets: np.ndarray) -> np.ndarray:
     """Return ``(H, 4, 4)`` LiDAR-frame motions from ``(H, 6)`` ``(x, y, z, roll, pitch, yaw)``."""
     return make_transform(so3_exp(offsets[:, 3:]), offsets[:, :3])
@@ -316,15 +322,14 @@ class PlanarSearch(PoseSearch):
         # Points of weight 0 cannot change a score or a step.
         used = np.asarray(weights) > 0
         points, weights = np.asarray(points)[used], np.asarray(weights)[used]
+        unchecked = VisibleScorer(pyramid[0], points, weights, None, self.device)
+        checked = VisibleScorer(pyramid[0], points, weights, occluders, self.device)
         T = prior.T_cam_lidar @ _deltas(self.offsets(prior))
-        for hidden, count in ((None, self.screen), (occluders, self.settle)):
-            scores = VisibleScorer(pyramid[0], points, weights, hidden, self.device).score(T)
-            T = T[np.argsort(-scores, kind='stable')[:count]]
+        T, _ = _best(T, unchecked.score(T), self.screen)
+        T, _ = _best(T, checked.score(T), self.settle)
         for level in reversed(range(min(self.settle_levels, len(pyramid)))):
             T = self.settle_steps(pyramid[level], points, weights, T)
-        scores = VisibleScorer(pyramid[0], points, weights, occluders, self.device).score(T)
-        best = np.argsort(-scores, kind='stable')[:self.keep]
-        return T[best], scores[best]
+        return _best(T, checked.score(T), self.keep)
 
     @torch.inference_mode()
     def settle_steps(self, field: CostField, points: np.ndarray, weights: np.ndarray,
@@ -428,9 +433,8 @@ class SixDofSearch(PoseSearch):
         T = prior.T_cam_lidar @ _deltas(offsets)
         for level in range(self.levels):
             field = pyramid[max(len(pyramid) - 1 - level, 0)]
-            scores = FieldScorer(field, points, weights, self.device).score(T)
-            best = np.argsort(-scores, kind='stable')[:self.keep]
-            T, scores = T[best], scores[best]
+            T, scores = _best(T, FieldScorer(field, points, weights, self.device).score(T),
+                              self.keep)
             if level + 1 < self.levels:
                 spacing = spacing * 0.5
                 local = np.concatenate([np.zeros((1, 6)),
