@@ -1,5 +1,7 @@
 """Tests of the batched hypothesis scoring, the 6-DoF search and the planar global search."""
 
+import dataclasses
+
 from i2p_registration.core.geometry import make_transform, so3_exp
 from i2p_registration.core.metrics import rre_geodesic, rte
 from i2p_registration.core.registration.base import Prior, Status
@@ -115,6 +117,31 @@ def test_visible_score_leaves_out_hidden_points_and_chance(features):
     rng = np.random.default_rng(4)
     random = _offsets(scene.T_cam_lidar, rng, 3.0, np.radians(25.0), 64)
     assert abs(np.mean(unchecked.score(random))) < 0.1
+
+
+def test_local_chance_discounts_regions_dense_with_edges(features):
+    scene, pyramid, points, weights = features
+    field = pyramid[0]
+    # Every pixel of the left half an edge: points there match perfectly, by no merit.
+    half = field.shape[1] // 2
+    dense = field.cost.copy()
+    dense[:, :half] = 0.0
+    dense_field = dataclasses.replace(field, cost=dense)
+    p = points @ scene.T_cam_lidar[:3, :3].T + scene.T_cam_lidar[:3, 3]
+    u = field.K[0, 0] * p[:, 0] / p[:, 2] + field.K[0, 2]
+    left = (p[:, 2] > 0.5) & (u >= 20) & (u < half - 20)
+    assert left.sum() > 20
+    T = scene.T_cam_lidar[None]
+
+    def score(window):
+        return VisibleScorer(dense_field, points[left], weights[left], None, torch.device('cpu'),
+                             chance_window=window).score(T)[0]
+
+    # Against the image-wide chance level they gain 1 - b each; against the local level of 31
+    # pixels, nothing.
+    b = np.mean(1.0 - dense / field.truncation)
+    assert score(0) == pytest.approx(1.0 - b, abs=1e-4) and 1.0 - b > 0.3
+    assert abs(score(31)) < 1e-4
 
 
 def test_settling_moves_planar_offsets_onto_the_truth(features):
