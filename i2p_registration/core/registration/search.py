@@ -2,10 +2,10 @@
 Global pose search: batched scoring of many ``T_cam_lidar`` hypotheses in torch, coarse to fine.
 
 Hypotheses perturb the prior by a motion of the LiDAR points in the LiDAR frame,
-``T = T_prior @ delta`` (z up, so "planar" is x, y, yaw of the LiDAR's ground plane). One level
-scores every hypothesis against every edge point in one tensor expression (chunked over
-hypotheses to bound memory, never one Python iteration per hypothesis), keeps the best few, and
-the next level samples finer perturbations around them on a finer cost field.
+``T = T_prior @ delta`` (z up, so "planar" is x, y, yaw of the LiDAR's ground plane). A scorer
+rates every hypothesis against every edge point in one tensor expression (chunked over
+hypotheses to bound memory, never one Python iteration per hypothesis). The 6-DoF search keeps
+the best few of each level and samples finer perturbations around them on a finer cost field.
 
 The 6-DoF search scores a hypothesis by ``sum_i w_i (1 - C_i / truncation) / sum_i w_i`` over
 all edge points, ``C_i`` the bilinear cost at the projection; points behind the camera or outside
