@@ -245,6 +245,10 @@ class RegistrationConfig(_Section):
                                'between scan lines, against image edges along the rows) in '
                                'the refinement; 0: sides only', min_value=0.0,
                                max_value=10.0, read_only=True)
+    marking_weight: float = _param(1.0, 'edge method: weight of the markings on the ground '
+                                   '(LiDAR intensity edges of any slant, against image edges '
+                                   'of any orientation) in the refinement; 0: none',
+                                   min_value=0.0, max_value=10.0, read_only=True)
     threads: int = _param(1, 'CPU threads per operation (BLAS, OpenMP, torch); 0: the '
                           "libraries' defaults (all cores). One suits the edge method and a "
                           'machine shared with other nodes', min_value=0, max_value=1024,

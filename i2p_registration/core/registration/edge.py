@@ -85,6 +85,18 @@ class EdgeRegistrar(Registrar):
         test world, tops (weight 0.5) took the median pitch error from 0.23 to 0.07 deg.
         The search and the score use the sides only (scoring tops in the search lost 5 % of
         converged pairs on 60 of them).
+    :param marking_weight: weight of the markings in the refinement, relative to
+        ``intensity_weight``: intensity edges that no neighbouring line confirms as a steep
+        border (lane lines, crossings and other paint on the ground), matched against the image
+        edges of every orientation (their own cost pyramid). Points on the ground at many ranges
+        tell the camera's height and pitch, which sides and tops hardly do. 0: none; they also
+        need ``intensity_threshold > 0``. Weight 1 against none, on 199 ``nearby`` pairs of a
+        synthetic test world (then with 2 search starts and 30 LM steps): converged 76.9 ->
+        84.9 %, median rotation error 0.193 -> 0.089 deg, camera position 4.6 -> 1.7 cm (weights
+        0.5 / 2 / 4 on the first 60 pairs: 49 / 49 / 46 converged against 52 at 1); on
+        pjlab_scene3 (20 trials) 0.174 -> 0.081 deg and 8.9 -> 3.5 cm, on pjlab_manual 0.180 ->
+        0.156 deg and 9.0 -> 8.7 cm. In the search they cost converged pairs (148 of 199
+        instead of 169): regions dense with markings draw the hypotheses.
     """
 
     name = 'edge'
@@ -97,7 +109,8 @@ class EdgeRegistrar(Registrar):
                  occluder_voxel: float = 0.2, candidates: int | None = None,
                  inlier_px: float = 2.0,
                  min_score: float = 0.2, intensity_threshold: float = 0.3,
-                 intensity_weight: float = 0.5, top_weight: float = 0.0):
+                 intensity_weight: float = 0.5, top_weight: float = 0.0,
+                 marking_weight: float = 0.0):
         if not isinstance(detector, EdgeDetector):
             raise ValueError(f'detector must be an EdgeDetector, got {type(detector).__name__}')
         if refiner is not None and not isinstance(refiner, EdgeRefiner):
@@ -125,9 +138,11 @@ class EdgeRegistrar(Registrar):
                              f'got {intensity_threshold}, {intensity_weight}')
         self.intensity_threshold = float(intensity_threshold)
         self.intensity_weight = float(intensity_weight)
-        if top_weight < 0:
-            raise ValueError(f'top_weight must be >= 0, got {top_weight}')
+        if top_weight < 0 or marking_weight < 0:
+            raise ValueError(f'top_weight and marking_weight must be >= 0, got {top_weight}, '
+                             f'{marking_weight}')
         self.top_weight = float(top_weight)
+        self.marking_weight = float(marking_weight)
 
     def _register(self, image: ImageFrame, cloud: CloudFrame, prior: Prior | None,
                   timer: StageTimer) -> RegistrationResult:
@@ -137,27 +152,29 @@ class EdgeRegistrar(Registrar):
                                       'guess); none was given and no default is configured')
         with timer('image_features'):
             gray, K = rectify(image, self.max_width)
-            if self.use_tops:
-                sides, tops = self.detector.detect_sides_and_tops(gray)
-                top_pyramid = edge_pyramid(tops, K, self.pyramid_levels, self.truncation)
-            else:
-                sides = self.detector.detect(gray)
+            edges, sides, tops = self.detector.detect_oriented(gray)
             pyramid = edge_pyramid(sides, K, self.pyramid_levels, self.truncation)
             if all(not np.any(f.cost < f.truncation) for f in pyramid):
                 raise RegistrationFailure('no edges in the image (uniform or blank image)')
+            top_pyramid = (edge_pyramid(tops, K, self.pyramid_levels, self.truncation)
+                           if self.use_tops else None)
+            marking_pyramid = (edge_pyramid(edges, K, self.pyramid_levels, self.truncation)
+                               if self.use_markings else None)
         with timer('lidar_features'):
             try:
                 geometry = ScanGeometry.of(cloud.points, cloud.ring) if len(cloud) >= 3 else None
             except ScanLineError as error:
                 raise RegistrationFailure(str(error)) from error
-            points, weights, depth, occluders = self._lidar_features(cloud, image, prior,
-                                                                     geometry)
+            points, weights, depth, occluders, markings = self._lidar_features(
+                cloud, image, prior, geometry)
             score_weights = np.where(depth, weights, 0.0)
-            tops = None
+            more = []
             if self.use_tops and geometry is not None:
                 top_points, top_weights = self._top_features(cloud, image, prior, geometry)
-                tops = EdgeChannel(top_pyramid, top_points,
-                                   self.top_weight_of(geometry) * top_weights)
+                more.append(EdgeChannel(top_pyramid, top_points,
+                                        self.top_weight_of(geometry) * top_weights))
+            if self.use_markings:
+                more.append(EdgeChannel(marking_pyramid, *markings))
         with timer('search'):
             starts = prior.T_cam_lidar[None]
             if self.search is not None:
@@ -167,7 +184,7 @@ class EdgeRegistrar(Registrar):
                           np.concatenate([starts, found[:count]]))
         with timer('refine'):
             best = self._refine(pyramid, points, weights, score_weights, occluders, starts,
-                                prior, tops)
+                                prior, tuple(more))
         with timer('score'):
             T, covariance, converged = best
             score, inliers, count = self._score(pyramid, points, score_weights, occluders, T)
@@ -187,6 +204,12 @@ class EdgeRegistrar(Registrar):
     def use_tops(self) -> bool:
         """Return whether the refinement also matches the tops of objects."""
         return self.top_weight > 0 and self.refiner is not None
+
+    @property
+    def use_markings(self) -> bool:
+        """Return whether the refinement also matches intensity edges of any slant."""
+        return (self.marking_weight > 0 and self.intensity_threshold > 0
+                and self.refiner is not None)
 
     def _in_reach(self, points: np.ndarray, image: ImageFrame, prior: Prior) -> np.ndarray:
         """Return ``(M,)`` bool: points that the prior's uncertainty can bring into view."""
@@ -231,30 +254,42 @@ class EdgeRegistrar(Registrar):
 
     def _lidar_features(self, cloud: CloudFrame, image: ImageFrame, prior: Prior,
                         geometry: ScanGeometry | None):
-        """Return edge points ``(M, 3)``, weights, depth-edge mask ``(M,)`` and occluders."""
+        """
+        Return the edge points.
+
+        :return: side edge points ``(M, 3)``, their weights, their depth-edge mask ``(M,)``,
+            the occluders and the markings (``(K, 3)`` points and their weights; none without
+            ``use_markings``).
+        """
         # Edges come from the whole scan (returns beyond the range limit still tell where a
         # silhouette ends); the edge points themselves obey the range limits.
         edges = depth_edges(cloud.points, cloud.ring, cloud.intensity, min_range=self.min_range,
                             intensity_threshold=self.intensity_threshold,
-                            intensity_weight=self.intensity_weight, geometry=geometry)
-        in_range = range_mask(edges.points, self.min_range, self.max_range)
-        points, weight = edges.points[in_range], edges.weight[in_range].astype(np.float64)
-        depth = edges.depth[in_range]
-        if len(points) == 0:
+                            intensity_weight=self.intensity_weight,
+                            flat_intensity=self.use_markings, geometry=geometry)
+        in_view = range_mask(edges.points, self.min_range, self.max_range)
+        if not in_view.any():
             raise RegistrationFailure('no depth edges in the scan (no discontinuities found)')
-        cloud = cloud.select(range_mask(cloud.points, self.min_range, self.max_range))
-        in_view = self._in_reach(points, image, prior)
-        points, weight, depth = points[in_view], weight[in_view], depth[in_view]
+        in_view[in_view] = self._in_reach(edges.points[in_view], image, prior)
+        side, flat = in_view & ~edges.flat, in_view & edges.flat
+        points, weight = edges.points[side], edges.weight[side].astype(np.float64)
+        depth = edges.depth[side]
         if len(points) == 0:
             raise RegistrationFailure('no LiDAR edge points in the camera view at the prior')
         if len(points) > self.max_edge_points:
             strongest = self._strongest(weight)
             points, weight, depth = points[strongest], weight[strongest], depth[strongest]
+        # Markings weigh alike: an even subsample keeps them spread over the view.
+        step = max(1, -(-int(flat.sum()) // self.max_edge_points))
+        markings = edges.points[flat][::step]
+        marking_weights = np.full(len(markings), self.marking_weight * self.intensity_weight)
+        cloud = cloud.select(range_mask(cloud.points, self.min_range, self.max_range))
         occluders = cloud.points[voxel_downsample(cloud.points, self.occluder_voxel)]
-        return points, weight, depth, occluders.astype(np.float64)
+        return (points, weight, depth, occluders.astype(np.float64),
+                (markings, marking_weights))
 
     def _refine(self, pyramid, points, weights, score_weights, occluders, starts, prior,
-                tops=None):
+                more=()):
         """
         Refine each start, then polish the best score; return ``(T, covariance, converged)``.
 
@@ -267,7 +302,7 @@ class EdgeRegistrar(Registrar):
         for T0 in starts:
             try:
                 lm = self.refiner.refine(pyramid, points, weights, occluders, T0,
-                                         prior.T_cam_lidar, ranges, tops, polish=False)
+                                         prior.T_cam_lidar, ranges, more, polish=False)
             except RegistrationFailure as failure:
                 failures.append(str(failure))
                 continue
@@ -278,7 +313,7 @@ class EdgeRegistrar(Registrar):
             raise RegistrationFailure(failures[0])
         try:
             best = self.refiner.polish(pyramid, points, weights, occluders, best.T,
-                                       prior.T_cam_lidar, ranges, tops) or best
+                                       prior.T_cam_lidar, ranges, more) or best
         except RegistrationFailure:
             pass
         return best.T, best.covariance, best.converged

@@ -25,6 +25,9 @@ PRIOR_WEIGHT = 45.0
 # Weight of the tops of objects (edges between scan lines) against their sides in the edge
 # refinement; see EdgeRegistrar.
 TOP_WEIGHT = 0.5
+# Weight of the markings on the ground (intensity edges of any slant) in the edge refinement;
+# see EdgeRegistrar.
+MARKING_WEIGHT = 1.0
 
 
 def _edge_refiner(kernel: str, kernel_scale: float, prior_weight: float,
@@ -35,11 +38,12 @@ def _edge_refiner(kernel: str, kernel_scale: float, prior_weight: float,
 
 
 def get_refiner(kernel: str = 'huber', kernel_scale: float = 2.0,
-                final_kernel: str | None = 'cauchy', top_weight: float = TOP_WEIGHT) -> Registrar:
+                final_kernel: str | None = 'cauchy', top_weight: float = TOP_WEIGHT,
+                marking_weight: float = MARKING_WEIGHT) -> Registrar:
     """Return the edge refinement stage alone (no search): it follows any method."""
     return EdgeRegistrar(get_edge_detector('canny'),
                          _edge_refiner(kernel, kernel_scale, PRIOR_WEIGHT, final_kernel),
-                         top_weight=top_weight)
+                         top_weight=top_weight, marking_weight=marking_weight)
 
 
 def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto',
@@ -49,7 +53,8 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
                   checkpoint: str | None = None,
                   prior_weight: float = PRIOR_WEIGHT,
                   intensity_threshold: float = 0.3, final_kernel: str | None = 'cauchy',
-                  top_weight: float = TOP_WEIGHT) -> Registrar:
+                  top_weight: float = TOP_WEIGHT,
+                  marking_weight: float = MARKING_WEIGHT) -> Registrar:
     """
     Return the registrar for ``registration.method`` and ``registration.refine``.
 
@@ -72,6 +77,8 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
         ``kernel_scale`` (see :class:`EdgeRefiner`); None: no such pass.
     :param top_weight: weight of the tops of objects in the edge refinement (see
         :class:`EdgeRegistrar`); 0: sides only.
+    :param marking_weight: weight of the markings on the ground in the edge refinement (see
+        :class:`EdgeRegistrar`); 0: none.
     """
     if method not in METHODS:
         raise ValueError(f'unknown or unavailable registration method {method!r}, expected one '
@@ -85,7 +92,7 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
         if method == 'ray':
             return network
         return RefinedRegistrar(network, get_refiner(kernel, kernel_scale, final_kernel,
-                                                     top_weight))
+                                                     top_weight, marking_weight))
     refiner = (_edge_refiner(kernel, kernel_scale, prior_weight, final_kernel)
                if refine else None)
     pose_search = get_search(search, torch_device) if search is not None else None
@@ -93,7 +100,7 @@ def get_registrar(method: str = 'edge', refine: bool = True, device: str = 'auto
         raise ValueError('edge registration needs refine=True or a search mode')
     return EdgeRegistrar(get_edge_detector(edge_detector), refiner, pose_search, default_prior,
                          min_score=min_score, intensity_threshold=intensity_threshold,
-                         top_weight=top_weight)
+                         top_weight=top_weight, marking_weight=marking_weight)
 
 
 def registrar_from_config(registration) -> Registrar:
@@ -112,7 +119,8 @@ def registrar_from_config(registration) -> Registrar:
     threads.set_cpu_threads(r.threads)
     return get_registrar(method=r.method, refine=r.refine, device=r.device,
                          min_score=r.min_score, checkpoint=r.checkpoint or None,
-                         intensity_threshold=r.intensity_threshold, top_weight=r.top_weight)
+                         intensity_threshold=r.intensity_threshold, top_weight=r.top_weight,
+                         marking_weight=r.marking_weight)
 
 
 __all__ = ['get_refiner', 'get_registrar', 'METHODS', 'RefinedRegistrar', 'registrar_from_config']

@@ -86,16 +86,17 @@ class EdgeDetector(abc.ABC):
     def detect(self, gray: np.ndarray) -> np.ndarray:
         """Return a ``(H, W)`` bool edge map of a ``(H, W)`` uint8 image."""
 
-    def detect_sides_and_tops(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def detect_oriented(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """
-        Return the edge maps that object sides and object tops match.
+        Return the edge maps of all orientations, of object sides and of object tops.
 
         Sides (silhouettes that cross the LiDAR's scan lines) are the map of :meth:`detect`;
-        tops (silhouettes between scan lines) are edges along the image rows. A detector that
-        does not tell orientations apart returns its one map twice.
+        tops (silhouettes between scan lines) are edges along the image rows; markings on the
+        ground match edges of any orientation. A detector that does not tell orientations
+        apart returns its one map three times.
         """
         edges = self.detect(gray)
-        return edges, edges
+        return edges, edges, edges
 
 
 class CannyEdges(EdgeDetector):
@@ -126,15 +127,15 @@ class CannyEdges(EdgeDetector):
 
     def detect(self, gray: np.ndarray) -> np.ndarray:
         """Return the Canny edge map (bool ``(H, W)``)."""
-        return self.detect_sides_and_tops(gray)[0]
+        return self.detect_oriented(gray)[1]
 
-    def detect_sides_and_tops(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def detect_oriented(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """
-        Return the edges within ``max_gradient_angle`` of the columns and of the rows.
+        Return all Canny edges, those within ``max_gradient_angle`` of the columns and of the rows.
 
         One Canny pass; the side map is :meth:`detect`'s, the top map holds the edges whose
         gradient lies within the same angle of the image columns (edges along the rows). Without
-        ``max_gradient_angle`` both are the whole map.
+        ``max_gradient_angle`` all three are the whole map.
         """
         img = cv2.GaussianBlur(gray, (0, 0), self.blur_sigma) if self.blur_sigma > 0 else gray
         gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
@@ -142,9 +143,9 @@ class CannyEdges(EdgeDetector):
         high = max(float(np.quantile(cv2.magnitude(gx, gy), self.high_quantile)), 1.0)
         edges = cv2.Canny(np.ascontiguousarray(img), 0.5 * high, high, L2gradient=True) > 0
         if self.max_gradient_angle is None or self.max_gradient_angle >= np.pi / 2:
-            return edges, edges
+            return edges, edges, edges
         slope = np.tan(self.max_gradient_angle)
-        return (edges & (np.abs(gy) <= slope * np.abs(gx)),
+        return (edges, edges & (np.abs(gy) <= slope * np.abs(gx)),
                 edges & (np.abs(gx) <= slope * np.abs(gy)))
 
 

@@ -29,12 +29,16 @@ class LidarEdges:
     :param points: ``(M, 3)`` float64 edge positions, metres: a depth edge point is moved half
         way in direction towards its far neighbour at its own range (the silhouette lies
         between the two beams, not on the near one); intensity edges stay in place.
+    :param flat: ``(M,)`` bool, True for intensity edges that no neighbouring line confirms as
+        a steep border (markings on the ground, see ``flat_intensity`` of
+        :func:`depth_edges`).
     """
 
     index: np.ndarray
     weight: np.ndarray
     depth: np.ndarray
     points: np.ndarray
+    flat: np.ndarray
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -43,7 +47,7 @@ class LidarEdges:
     def none(cls) -> 'LidarEdges':
         """Return an empty set of edge points."""
         return cls(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool),
-                   np.zeros((0, 3)))
+                   np.zeros((0, 3)), np.zeros(0, bool))
 
 
 def _as_points(points: np.ndarray) -> np.ndarray:
@@ -189,7 +193,7 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
                 min_support: int = 0, support_lines: int = 2,
                 support_columns: float = 3.0,
                 max_hole: float = np.radians(10.0),
-                intensity_support: int = 1,
+                intensity_support: int = 1, flat_intensity: bool = False,
                 geometry: ScanGeometry | None = None) -> LidarEdges:
     """
     Find depth-discontinuity edge points (and, optionally, intensity edges) along scan lines.
@@ -231,6 +235,9 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
         and drops markings on the ground, which project to slanted image edges that an
         orientation-filtered edge map does not hold (without it, 4 of 6 refinements of a test
         scene with lane lines diverged). 0: no filter.
+    :param flat_intensity: also return the intensity edges that ``intensity_support`` drops,
+        flagged ``flat``: paint on the ground and other borders that cross the lines at a
+        slant. They need an edge map of all orientations.
     :param geometry: the scan's :class:`ScanGeometry` when already computed (else from
         ``points`` and ``ring``).
     :return: the edge points.
@@ -266,7 +273,7 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
             _supported(line_s, az_s, r_s, edge_next, tolerance, support_lines, min_support),
             _supported(line_s, az_s, r_s, edge_prev, tolerance, support_lines, min_support))
     p_s = p[order]
-    index, weight, is_depth, moved = [], [], [], []
+    index, weight, is_depth, moved, is_flat = [], [], [], [], []
     for is_edge, jump, shift in ((edge_next, d_next, -1), (edge_prev, d_prev, 1)):
         far = np.roll(p_s, shift, axis=0)[is_edge]
         near = p_s[is_edge]
@@ -284,6 +291,7 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
         index.append(order[is_edge])
         weight.append(np.sqrt(np.minimum(jump[is_edge], jump_cap) / jump_cap))
         is_depth.append(np.ones(int(is_edge.sum()), dtype=bool))
+        is_flat.append(np.zeros(int(is_edge.sum()), dtype=bool))
     if intensity is not None and intensity_threshold > 0:
         i_s = np.asarray(intensity, dtype=np.float64)[order]
         i_s = i_s / max(float(np.percentile(i_s, 99)), 1e-9)
@@ -291,19 +299,23 @@ def depth_edges(points: np.ndarray, ring: np.ndarray | None = None,
             smooth = (np.abs(d_prev) < min_jump) & (np.abs(d_next) < min_jump)
             step = np.abs(np.roll(i_s, -1) - np.roll(i_s, 1))
         is_intensity = smooth & (step > intensity_threshold) & ~(edge_next | edge_prev)
+        steep = is_intensity
         if intensity_support > 0:
-            is_intensity = _supported(line_s, az_s, r_s, is_intensity,
-                                      support_columns * max(column, 1e-4), support_lines,
-                                      intensity_support, p_s)
-        index.append(order[is_intensity])
-        weight.append(np.full(int(is_intensity.sum()), intensity_weight))
-        is_depth.append(np.zeros(int(is_intensity.sum()), dtype=bool))
-        moved.append(p_s[is_intensity])
+            steep = _supported(line_s, az_s, r_s, is_intensity,
+                               support_columns * max(column, 1e-4), support_lines,
+                               intensity_support, p_s)
+        kept = is_intensity if flat_intensity else steep
+        index.append(order[kept])
+        weight.append(np.full(int(kept.sum()), intensity_weight))
+        is_depth.append(np.zeros(int(kept.sum()), dtype=bool))
+        moved.append(p_s[kept])
+        is_flat.append(~steep[kept])
     index = np.concatenate(index)
     if index.size == 0:
         return LidarEdges.none()
     return LidarEdges(index.astype(np.int64), np.concatenate(weight).astype(np.float32),
-                      np.concatenate(is_depth), np.concatenate(moved))
+                      np.concatenate(is_depth), np.concatenate(moved),
+                      np.concatenate(is_flat))
 
 
 def cross_line_edges(points: np.ndarray, ring: np.ndarray | None = None,
@@ -386,7 +398,8 @@ def cross_line_edges(points: np.ndarray, ring: np.ndarray | None = None,
     if index.size == 0:
         return LidarEdges.none()
     return LidarEdges(index.astype(np.int64), np.concatenate(weight).astype(np.float32),
-                      np.ones(index.size, dtype=bool), np.concatenate(moved))
+                      np.ones(index.size, dtype=bool), np.concatenate(moved),
+                      np.zeros(index.size, dtype=bool))
 
 
 def _rank_lines(elevation: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -91,7 +91,10 @@ class EdgeRefiner:
     Coarse-to-fine robust LM of ``T_cam_lidar`` on a cost pyramid.
 
     :param kernel: robust kernel on the residuals (pixels of each level).
-    :param max_iterations: LM steps per level.
+    :param max_iterations: LM steps per pass (level). With markings on the ground a pass can
+        creep along a shallow valley: at 30 steps 2 of 199 synthetic ``nearby`` pairs ended
+        ``low_confidence`` within 0.1 deg of the truth, at 60 none; a converging pass stops
+        long before either.
     :param min_points: fewest visible edge points to refine with.
     :param max_translation: largest accepted correction from the start pose, metres;
         beyond it the refinement diverged.
@@ -116,7 +119,7 @@ class EdgeRefiner:
         2 px after Huber took the median rotation error from 0.31 to 0.26 deg (with tops).
     """
 
-    def __init__(self, kernel: RobustKernel, max_iterations: int = 30, min_points: int = 20,
+    def __init__(self, kernel: RobustKernel, max_iterations: int = 60, min_points: int = 20,
                  max_translation: float = 1.0, max_rotation: float = np.radians(10.0),
                  occlusion_cell: float = 4.0, prior_weight: float = 0.0,
                  max_prior_rotation: float = np.radians(10.0), cost_tolerance: float = 1e-4,
@@ -150,7 +153,7 @@ class EdgeRefiner:
 
     def refine(self, pyramid: list[CostField], points: np.ndarray, weights: np.ndarray,
                occluders: np.ndarray, T0: np.ndarray, T_prior: np.ndarray | None = None,
-               prior_ranges: np.ndarray | None = None, tops: EdgeChannel | None = None,
+               prior_ranges: np.ndarray | None = None, more: tuple[EdgeChannel, ...] = (),
                polish: bool = True) -> LMResult:
         """
         Refine ``T0`` from the coarsest pyramid level to the finest.
@@ -166,9 +169,9 @@ class EdgeRefiner:
         :param T_prior: ``(4, 4)`` pose prior (default ``T0``).
         :param prior_ranges: ``(6,)`` prior half-ranges (metres, radians) in the order of the
             twist (translation first); None: no prior term.
-        :param tops: a second set of edge points and their own cost pyramid (same levels), e.g.
-            the tops of objects against edges along the image rows; their residuals join those
-            of ``points``.
+        :param more: further sets of edge points, each with its own cost pyramid (same levels),
+            e.g. the tops of objects against edges along the image rows; their residuals join
+            those of ``points``.
         :param polish: end with the :meth:`polish` pass (when there is a ``final_kernel``);
             False leaves it to the caller, e.g. for the best of several refinements only.
         :return: the LM result of the last pass (its covariance is in working pixels).
@@ -178,26 +181,25 @@ class EdgeRefiner:
         if polish and self.final_kernel is not None:
             passes.append((0, self.final_kernel))
         return self._run(passes, pyramid, points, weights, occluders, T0, T_prior,
-                         prior_ranges, tops)
+                         prior_ranges, more)
 
     def polish(self, pyramid: list[CostField], points: np.ndarray, weights: np.ndarray,
                occluders: np.ndarray, T0: np.ndarray, T_prior: np.ndarray | None = None,
                prior_ranges: np.ndarray | None = None,
-               tops: EdgeChannel | None = None) -> LMResult | None:
+               more: tuple[EdgeChannel, ...] = ()) -> LMResult | None:
         """Return the ``final_kernel`` pass on the finest level from ``T0`` (None without one)."""
         if self.final_kernel is None:
             return None
         return self._run([(0, self.final_kernel)], pyramid, points, weights, occluders, T0,
-                         T_prior, prior_ranges, tops)
+                         T_prior, prior_ranges, more)
 
     def _run(self, passes, pyramid, points, weights, occluders, T0, T_prior, prior_ranges,
-             tops) -> LMResult:
+             more) -> LMResult:
         """Run LM passes ``(pyramid level, kernel)`` in order from ``T0``."""
+        if any(len(channel.pyramid) != len(pyramid) for channel in more):
+            raise ValueError('every edge channel needs as many pyramid levels as the first')
         channels = [EdgeChannel(pyramid, points, weights)]
-        if tops is not None and len(tops.points):
-            if len(tops.pyramid) != len(pyramid):
-                raise ValueError('the tops pyramid needs as many levels as the sides pyramid')
-            channels.append(tops)
+        channels += [channel for channel in more if len(channel.points)]
         # The prior term is the same in every pass.
         information = None
         ranges = None if prior_ranges is None else np.asarray(prior_ranges, np.float64)
