@@ -17,12 +17,13 @@ Figures:
   moved into the prior (``evaluate.run_protocol``), and is scored in the protocol's frame.
 
 The method is the factory's default ``edge`` (oriented Canny edges for the sides and the tops
-of objects, LiDAR depth edges plus steep intensity edges, a 6-DoF hypothesis search within the
-prior's ranges, robust LM with Huber then Cauchy and a pose-prior term, started from the prior
-and from the two best hypotheses); the ``depth_only`` figures score the same pairs without
-intensity edges. The ``same_frame`` figures use the planar search instead (a grid over the
-whole ground plane of the prior's ranges, settled by batched Gauss-Newton steps; the LM starts
-from its best 128).
+of objects, all Canny edges for the markings on the ground; LiDAR depth edges plus steep
+intensity edges, intensity edges of any slant as markings; a 6-DoF hypothesis search within the
+prior's ranges, ranked against a local chance level; robust LM with Huber then Cauchy and a
+pose-prior term, started from the prior and from the three best hypotheses); the
+``depth_only`` figures score the same pairs without intensity edges (so without markings too).
+The ``same_frame`` figures use the planar search instead (a grid over the whole ground plane of
+the prior's ranges, settled by batched Gauss-Newton steps; the LM starts from its best 128).
 
 Run: ``python benchmarks/registration_edge.py [--quick] [--synthetic ROOT]``.
 """
@@ -177,9 +178,11 @@ def main(argv=None) -> int:
               'synthetic': args.synthetic or f'test split world 0, {frames} frames (i2p-synth)',
               'synthetic_pairs': {'nearby': count, 'same_frame': same_count},
               'method': 'edge (canny with gradient within 30 deg of the rows or columns, 6-DoF '
-                        'search in the prior ranges on the sides, refined from the prior and the '
-                        '2 best hypotheses: huber 2 px over 3 pyramid levels then cauchy 2 px '
-                        'on the finest, sides and tops (weight 0.5 at 0.35 deg line spacing), '
+                        'search in the prior ranges on the sides against a local chance level '
+                        '(31 px), refined from the prior and the 3 best hypotheses: huber 2 px '
+                        'over 3 pyramid levels then cauchy 2 px on the finest, up to 60 steps '
+                        'each, sides, tops (weight 0.5 at 0.35 deg line spacing) and markings '
+                        '(intensity edges of any slant against all canny edges, weight 1), '
                         'prior weight 45 px^2, depth edges and (refinement only) steep '
                         'intensity edges at 0.3; the depth_only variant has no intensity '
                         'edges; same_frame: planar search over the prior ranges, 128 starts)'}

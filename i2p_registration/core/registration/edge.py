@@ -47,7 +47,7 @@ class EdgeRegistrar(Registrar):
     :param occluder_voxel: voxel size of the z-buffer occluders, metres.
     :param candidates: search hypotheses refined besides the prior itself (always a start when
         there is a refiner); the best refined score wins. None: as many as the search names
-        (its ``starts``: 2 for the 6-DoF search, all 128 it returns for the planar one). The
+        (its ``starts``: 3 for the 6-DoF search, all 128 it returns for the planar one). The
         search ranks by a soft cost over all depth edge points, the result by the inlier share
         of the visible ones, and the two can disagree: on the first 300 pairs of the demo drive
         (32 lines, a few hundred edge points per pair), 26 estimates ended 5-8 deg off, and for

@@ -7,17 +7,17 @@ rates every hypothesis against every edge point in one tensor expression (chunke
 hypotheses to bound memory, never one Python iteration per hypothesis). The 6-DoF search keeps
 the best few of each level and samples finer perturbations around them on a finer cost field.
 
-The 6-DoF search scores a hypothesis by ``sum_i w_i (1 - C_i / truncation) / sum_i w_i`` over
-all edge points, ``C_i`` the bilinear cost at the projection; points behind the camera or outside
-the image score 0, so hypotheses cannot gain by pushing points out of view. It lies in ``[0, 1]``.
-Within a prior's usual ranges (a few degrees, half a metre) the points in view hardly change, and
-this soft score ranks well.
-
-Over a whole ground plane (the planar search: the ``same_frame`` protocol, +-10 m and any yaw) it
-does not: it favours views that hold more of the scan, and it ignores occlusion. There the planar
-search scores with :class:`VisibleScorer` (the above-chance gain of the visible points), settles
-thousands of grid hypotheses at once by Gauss-Newton steps, and returns many for the LM to refine:
-the registrar's own score then picks the winner.
+The soft score of :class:`FieldScorer`, ``sum_i w_i (1 - C_i / truncation) / sum_i w_i`` over
+all edge points (``C_i`` the bilinear cost at the projection; points behind the camera or outside
+the image score 0), rewards points that land near any edge. Both searches rank instead with
+:class:`VisibleScorer`: the gain of the points in view above a chance level, the gain a point
+dropped at random nearby would get. The 6-DoF search, within a prior's usual ranges (a few
+degrees, half a metre), needs no occlusion test and ranks against a local chance level, so that
+regions dense with edges do not win by that alone. Over a whole ground plane (the planar search:
+the ``same_frame`` protocol, +-10 m and any yaw) the points in view change with the hypothesis,
+so the planar search also tests occlusion, settles thousands of grid hypotheses at once by
+Gauss-Newton steps, and returns many for the LM to refine: the registrar's own score then picks
+the winner.
 """
 
 from __future__ import annotations
@@ -421,24 +421,34 @@ class SixDofSearch(PoseSearch):
     """
     Quasi-random (scrambled Sobol, seeded) samples of all six offsets within the prior's ranges.
 
-    Scored by :class:`FieldScorer`, coarse to fine: each level keeps the best ``keep`` and
-    samples finer offsets around them on a finer cost field.
+    Scored by :class:`VisibleScorer` (no occlusion test: within a prior's usual ranges the
+    points in view hardly change) against the local chance level of ``chance_window`` pixels,
+    coarse to fine: each level keeps the best ``keep`` and samples finer offsets around them on
+    a finer cost field. Against the soft score of :class:`FieldScorer`, on 199 ``nearby`` pairs
+    of a synthetic test world (prior 5 deg / 0.5 m off), the share of refinements that
+    converged rose from 85.9 % to 95.0 % (image-wide chance level: 89.4 %; windows of 15 and
+    61 pixels: 92.0 and 94.5 %): the soft score favours hypotheses that put points on any of
+    the many edges of busy regions.
 
     :param samples: level-0 hypotheses.
     :param refine_samples: hypotheses of the finer levels around each kept one.
     :param levels: search levels (each uses a pyramid level, coarse to fine, and halves the
         sampling spacing).
     :param seed: Sobol scrambling seed.
+    :param chance_window: window of the local chance level, pixels of each level (see
+        :class:`VisibleScorer`); 0: the image-wide mean.
     """
 
     def __init__(self, samples: int = 512, refine_samples: int = 64, levels: int = 3,
                  seed: int = 0, keep: int = 8, starts: int = 2,
-                 device: torch.device | str = 'cpu'):
+                 device: torch.device | str = 'cpu', chance_window: int = 31):
         super().__init__(keep, starts, device)
-        if samples < 1 or refine_samples < 1 or levels < 1:
-            raise ValueError('samples, refine_samples and levels must be >= 1')
+        if samples < 1 or refine_samples < 1 or levels < 1 or chance_window < 0:
+            raise ValueError('samples, refine_samples and levels must be >= 1, chance_window '
+                             '>= 0')
         self.samples, self.refine_samples, self.seed = int(samples), int(refine_samples), seed
         self.levels = int(levels)
+        self.chance_window = int(chance_window)
 
     def _sobol(self, n: int, half_ranges: np.ndarray) -> np.ndarray:
         engine = torch.quasirandom.SobolEngine(6, scramble=True, seed=self.seed)
@@ -458,8 +468,9 @@ class SixDofSearch(PoseSearch):
         T = prior.T_cam_lidar @ _deltas(offsets)
         for level in range(self.levels):
             field = pyramid[max(len(pyramid) - 1 - level, 0)]
-            T, scores = _best(T, FieldScorer(field, points, weights, self.device).score(T),
-                              self.keep)
+            scorer = VisibleScorer(field, points, weights, None, self.device,
+                                   chance_window=self.chance_window)
+            T, scores = _best(T, scorer.score(T), self.keep)
             if level + 1 < self.levels:
                 spacing = spacing * 0.5
                 local = np.concatenate([np.zeros((1, 6)),
@@ -476,10 +487,13 @@ def get_search(mode: str, device: torch.device | str = 'cpu') -> PoseSearch:
     the same number of hypotheses scored). More kept hypotheses carry more distinct basins to
     the LM starts. ``benchmarks/registration_edge.py``: 200 synthetic ``nearby`` pairs, median
     error 5.3 -> 4.6 cm and 0.205 -> 0.193 deg; the PJLab samples 9.1 -> 8.9 cm each. Three
-    replayed 60 s demo drives: the same share published (within 0.2 %), none wrong.
+    replayed 60 s demo drives: the same share published (within 0.2 %), none wrong. The best 3
+    are LM starts (besides the prior): on 199 synthetic ``nearby`` pairs 95.0 % converged with
+    2, 96.5 % with 3, 96.0 % with 4.
     """
     if mode == 'planar':
         return PlanarSearch(device=device)
     if mode == '6dof':
-        return SixDofSearch(samples=512, refine_samples=32, keep=8, levels=3, device=device)
+        return SixDofSearch(samples=512, refine_samples=32, keep=8, starts=3, levels=3,
+                            device=device)
     raise ValueError(f'unknown search mode {mode!r}, expected one of {SEARCH_MODES}')
