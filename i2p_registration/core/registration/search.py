@@ -7,9 +7,9 @@ rates every hypothesis against every edge point in one tensor expression (chunke
 hypotheses to bound memory, never one Python iteration per hypothesis). The 6-DoF search keeps
 the best few of each level and samples finer perturbations around them on a finer cost field.
 
-The soft score of :class:`FieldScorer`, ``sum_i w_i (1 - C_i / truncation) / sum_i w_i`` over
+The searches once ranked by a soft score, ``sum_i w_i (1 - C_i / truncation) / sum_i w_i`` over
 all edge points (``C_i`` the bilinear cost at the projection; points behind the camera or outside
-the image score 0), rewards points that land near any edge. Both searches rank instead with
+the image score 0), which rewards points that land near any edge. Both searches rank instead with
 :class:`VisibleScorer`: the gain of the points in view above a chance level, the gain a point
 dropped at random nearby would get. The 6-DoF search, within a prior's usual ranges (a few
 degrees, half a metre), needs no occlusion test and ranks against a local chance level, so that
@@ -50,7 +50,9 @@ def resolve_device(device: str) -> torch.device:
 
 class FieldScorer:
     """
-    Score pose hypotheses against one cost field on a device.
+    Edge points and one cost field on a device, projected under batches of pose hypotheses.
+
+    :class:`VisibleScorer` scores with them.
 
     :param field: the cost field (pinhole ``K``).
     :param points: ``(N, 3)`` edge points in the LiDAR frame, metres.
@@ -64,7 +66,6 @@ class FieldScorer:
         self.device = device
         self.cost = torch.as_tensor(field.cost, device=device)[None, None]
         self.K = torch.as_tensor(field.K, dtype=torch.float32, device=device)
-        self.truncation = field.truncation
         weights = np.asarray(weights)
         used = weights > 0
         self.points = _homogeneous(np.asarray(points)[used], device)
@@ -94,28 +95,10 @@ class FieldScorer:
         inside = (z > 0.5) & (x >= -1.0) & (x <= 1.0) & (y >= -1.0) & (y <= 1.0)
         return x, y, z, inside
 
-    def _gain(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Return ``1 - C / truncation`` at ``(H, N)`` grid coordinates (clamped to the image)."""
-        return 1.0 - _sample(self.cost, x, y) / self.truncation
-
     def _chunks(self, T: np.ndarray, points_per_hypothesis: int):
         """Yield ``T`` as float32 tensors on the device, in chunks that bound memory."""
         chunk = max(1, _CHUNK_ELEMENTS // max(points_per_hypothesis, 1))
         yield from torch.as_tensor(T, dtype=torch.float32, device=self.device).split(chunk)
-
-    @torch.inference_mode()
-    def score(self, T: np.ndarray) -> np.ndarray:
-        """
-        Return the score of each hypothesis.
-
-        :param T: ``(H, 4, 4)`` ``T_cam_lidar`` hypotheses.
-        :return: ``(H,)`` float64 scores in ``[0, 1]``.
-        """
-        out = []
-        for T_chunk in self._chunks(T, len(self.points)):
-            x, y, _, inside = self._project(T_chunk, self.points)
-            out.append(((self._gain(x, y) * inside) @ self.weights) / self.total)
-        return torch.cat(out).double().cpu().numpy()
 
 
 class VisibleScorer(FieldScorer):
@@ -132,7 +115,7 @@ class VisibleScorer(FieldScorer):
 
     On 8 ``same_frame`` pairs of a synthetic test world, among 60552 grid hypotheses (1 m, 5 deg)
     plus the truth, scored on the finest level, the truth ranked first in 6 pairs (5th and 167th
-    in the others); under the soft score of :class:`FieldScorer` it ranked 24th to 4600th.
+    in the others); under the soft score (module docstring) it ranked 24th to 4600th.
 
     :param occluders: ``(K, 3)`` scan points that may hide edge points, LiDAR frame; None: no
         occlusion test (points in view count; cheaper).
@@ -424,11 +407,11 @@ class SixDofSearch(PoseSearch):
     Scored by :class:`VisibleScorer` (no occlusion test: within a prior's usual ranges the
     points in view hardly change) against the local chance level of ``chance_window`` pixels,
     coarse to fine: each level keeps the best ``keep`` and samples finer offsets around them on
-    a finer cost field. Against the soft score of :class:`FieldScorer`, on 199 ``nearby`` pairs
-    of a synthetic test world (prior 5 deg / 0.5 m off), the share of refinements that
-    converged rose from 85.9 % to 95.0 % (image-wide chance level: 89.4 %; windows of 15 and
-    61 pixels: 92.0 and 94.5 %): the soft score favours hypotheses that put points on any of
-    the many edges of busy regions.
+    a finer cost field. Against the soft score (module docstring), on 199 ``nearby`` pairs of a
+    synthetic test world (prior 5 deg / 0.5 m off; markings in the refinement, 2 LM starts),
+    the share of refinements that converged rose from 85.9 % to 95.0 % (image-wide chance
+    level: 89.4 %; windows of 15 and 61 pixels: 92.0 and 94.5 %): the soft score favours
+    hypotheses that put points on any of the many edges of busy regions.
 
     :param samples: level-0 hypotheses.
     :param refine_samples: hypotheses of the finer levels around each kept one.
