@@ -100,7 +100,7 @@ def levenberg_marquardt(T0: np.ndarray, linearize: Linearize, kernel: RobustKern
     lam = initial_lambda
     converged = False
     iterations = 0
-    H, g, _ = _normal_equations(r, J, w, kernel, prior)
+    H, g, weight = _normal_equations(r, J, w, kernel, prior)
     while iterations < max_iterations:
         diag = np.diag(H)
         if not np.all(np.isfinite(H)) or not np.all(np.isfinite(g)) or np.any(diag <= 0):
@@ -109,17 +109,18 @@ def levenberg_marquardt(T0: np.ndarray, linearize: Linearize, kernel: RobustKern
         iterations += 1
         step = np.linalg.solve(H + lam * np.diag(diag), -g)
         T_new = se3_exp(step) @ T
-        r_new, _, w_new = linearize(T_new, False)
+        # Linearized at once: most steps are accepted, and then the Jacobian is needed there.
+        r_new, J_new, w_new = linearize(T_new, True)
         cost_new, prior_new = total_cost(T_new, r_new, w_new)
         if cost_new < cost:
             relative = (cost - cost_new) / max(cost, 1e-300)
             T, cost, prior = T_new, cost_new, prior_new
+            r, J, w = r_new, J_new, w_new
+            H, g, weight = _normal_equations(r, J, w, kernel, prior)
             lam = max(lam / 10.0, 1e-9)
             if np.linalg.norm(step) < step_tolerance or relative < cost_tolerance:
                 converged = True
                 break
-            r, J, w = linearize(T, True)
-            H, g, _ = _normal_equations(r, J, w, kernel, prior)
         else:
             if np.linalg.norm(step) < step_tolerance:
                 converged = True
@@ -128,8 +129,6 @@ def levenberg_marquardt(T0: np.ndarray, linearize: Linearize, kernel: RobustKern
             if lam > max_lambda:
                 converged = True
                 break
-    r, J, w = linearize(T, True)
-    H, _, weight = _normal_equations(r, J, w, kernel, prior)
     dof = max(float(np.sum(weight)) - 6.0, 1.0)
     variance = float(np.sum(weight * r * r)) / dof
     return LMResult(T, H, variance * _safe_inverse(H), cost, iterations, converged)
