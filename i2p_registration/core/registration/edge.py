@@ -267,10 +267,11 @@ class EdgeRegistrar(Registrar):
                             intensity_threshold=self.intensity_threshold,
                             intensity_weight=self.intensity_weight,
                             flat_intensity=self.use_markings, geometry=geometry)
-        in_view = range_mask(edges.points, self.min_range, self.max_range)
-        if not in_view.any():
+        in_range = range_mask(edges.points, self.min_range, self.max_range)
+        if not np.any(in_range & ~edges.flat):
             raise RegistrationFailure('no depth edges in the scan (no discontinuities found)')
-        in_view[in_view] = self._in_reach(edges.points[in_view], image, prior)
+        in_view = in_range.copy()
+        in_view[in_range] = self._in_reach(edges.points[in_range], image, prior)
         side, flat = in_view & ~edges.flat, in_view & edges.flat
         points, weight = edges.points[side], edges.weight[side].astype(np.float64)
         depth = edges.depth[side]
