@@ -125,7 +125,7 @@ class _MisleadingSearch(SixDofSearch):
         super().__init__()
         self.wrong = wrong
 
-    def search(self, pyramid, points, weights, prior, occluders=None):
+    def search(self, pyramid, points, weights, prior, occluders=None, more=()):
         return np.repeat(self.wrong[None], 4, axis=0), np.ones(4)
 
 
@@ -338,14 +338,23 @@ def test_ground_markings_are_flat_intensity_edges_matched_in_every_orientation()
     assert (rot_off, trans_off) == _median_errors(scene, 0.0)
     rot_on, trans_on = _median_errors(scene, 0.3, marking_weight=1.0)
     assert rot_on < 0.6 * rot_off and trans_on < 0.03
+    # The search gets them as a channel of their own, against all edges.
+    search = _RecordingSearch(samples=64, refine_samples=16)
+    registrar = EdgeRegistrar(CannyEdges(max_gradient_angle=np.radians(30.0)),
+                              EdgeRefiner(get_kernel('huber', 2.0)), search,
+                              intensity_threshold=0.3, marking_weight=1.0)
+    registrar.register(scene.image, scene.cloud, Prior(scene.T_cam_lidar))
+    (channel,) = search.more
+    assert len(channel.points) > 100 and np.all(channel.weights == 0.5)
+    np.testing.assert_allclose(channel.points[:, 2], GROUND_Z, atol=0.01)
 
 
 class _RecordingSearch(SixDofSearch):
     """The default search, keeping the point weights it was given."""
 
-    def search(self, pyramid, points, weights, prior, occluders=None):
-        self.weights = weights.copy()
-        return super().search(pyramid, points, weights, prior, occluders)
+    def search(self, pyramid, points, weights, prior, occluders=None, more=()):
+        self.weights, self.more = weights.copy(), more
+        return super().search(pyramid, points, weights, prior, occluders, more)
 
 
 def test_intensity_edges_refine_but_do_not_search():

@@ -10,7 +10,7 @@ from i2p_registration.core.registration.image_edges import CannyEdges, cost_pyra
 from i2p_registration.core.registration.kernels import get_kernel
 from i2p_registration.core.registration.lidar_edges import depth_edges
 from i2p_registration.core.registration.occlusion import visible
-from i2p_registration.core.registration.refine import edge_residuals, EdgeRefiner
+from i2p_registration.core.registration.refine import edge_residuals, EdgeChannel, EdgeRefiner
 from i2p_registration.core.registration.search import (get_search, PlanarSearch, resolve_device,
                                                        SixDofSearch, VisibleScorer)
 import numpy as np
@@ -170,3 +170,21 @@ def test_planar_search_relocalizes_from_any_yaw_and_metres_away():
     assert rte(result.T_cam_lidar, scene.T_cam_lidar) < 0.05 and result.score > 0.9
     # All of the search's hypotheses were refined (its starts), besides the prior.
     assert search.starts == search.keep == 16 and registrar.candidates is None
+
+
+def test_planar_ranking_counts_more_channels_with_the_edge_points(features):
+    scene, pyramid, points, weights = features
+    search = PlanarSearch(grid=(5, 5, 9), screen=64, settle=16, keep=16)
+    prior = Prior(scene.T_cam_lidar, translation_range=[1.0, 1.0, 0.1],
+                  rotation_range=np.radians([1.0, 1.0, 8.0]))
+    T, scores = search.search(pyramid, points, weights, prior)
+    # The same points once more as a channel of their own: every score is the same mean.
+    twin = EdgeChannel(pyramid, points, weights)
+    T_twin, scores_twin = search.search(pyramid, points, weights, prior, more=(twin,))
+    np.testing.assert_allclose(T_twin, T, atol=1e-9)
+    np.testing.assert_allclose(scores_twin, scores, atol=1e-6)
+    # A channel of points that match nothing pulls every score towards chance (0).
+    rng = np.random.default_rng(2)
+    stray = EdgeChannel(pyramid, rng.uniform(-30, 30, (400, 3)), np.ones(400))
+    _, scores_stray = search.search(pyramid, points, weights, prior, more=(stray,))
+    assert scores_stray[0] < 0.8 * scores[0]

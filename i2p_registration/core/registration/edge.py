@@ -95,8 +95,9 @@ class EdgeRegistrar(Registrar):
         84.9 %, median rotation error 0.193 -> 0.089 deg, camera position 4.6 -> 1.7 cm (weights
         0.5 / 2 / 4 on the first 60 pairs: 49 / 49 / 46 converged against 52 at 1); on
         pjlab_scene3 (20 trials) 0.174 -> 0.081 deg and 8.9 -> 3.5 cm, on pjlab_manual 0.180 ->
-        0.156 deg and 9.0 -> 8.7 cm. In the search they cost converged pairs (148 of 199
-        instead of 169): regions dense with markings draw the hypotheses.
+        0.156 deg and 9.0 -> 8.7 cm. In the 6-DoF search they cost converged pairs (148 of
+        199 instead of 169): regions dense with markings draw the hypotheses. The planar
+        search ranks its settled hypotheses with them (see :class:`~.search.PlanarSearch`).
     """
 
     name = 'edge'
@@ -173,12 +174,14 @@ class EdgeRegistrar(Registrar):
                 top_points, top_weights = self._top_features(cloud, image, prior, geometry)
                 more.append(EdgeChannel(top_pyramid, top_points,
                                         self.top_weight_of(geometry) * top_weights))
-            if self.use_markings:
-                more.append(EdgeChannel(marking_pyramid, *markings))
+            marking_channels = ((EdgeChannel(marking_pyramid, *markings),)
+                                if self.use_markings else ())
+            more.extend(marking_channels)
         with timer('search'):
             starts = prior.T_cam_lidar[None]
             if self.search is not None:
-                found, _ = self.search.search(pyramid, points, score_weights, prior, occluders)
+                found, _ = self.search.search(pyramid, points, score_weights, prior, occluders,
+                                              marking_channels)
                 count = self.search.starts if self.candidates is None else self.candidates
                 starts = (found[:1] if self.refiner is None else
                           np.concatenate([starts, found[:count]]))

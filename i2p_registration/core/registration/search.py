@@ -225,7 +225,7 @@ class PoseSearch(abc.ABC):
 
     @abc.abstractmethod
     def search(self, pyramid: list[CostField], points: np.ndarray, weights: np.ndarray,
-               prior: Prior, occluders: np.ndarray | None = None
+               prior: Prior, occluders: np.ndarray | None = None, more: tuple = ()
                ) -> tuple[np.ndarray, np.ndarray]:
         """
         Find the best-scoring hypotheses around the prior.
@@ -236,6 +236,9 @@ class PoseSearch(abc.ABC):
         :param prior: the guess and its search ranges.
         :param occluders: ``(K, 3)`` scan points that may hide edge points (LiDAR frame), for
             searches that test visibility; None: nothing hides anything.
+        :param more: further edge channels (``pyramid``, ``points``, ``weights``, e.g. an
+            :class:`~.refine.EdgeChannel` of the markings on the ground) for searches that
+            rank with them.
         :return: ``T`` ``(keep, 4, 4)`` best hypotheses (fewer when fewer were scored), best
             first, and their scores.
         """
@@ -253,9 +256,12 @@ class PlanarSearch(PoseSearch):
        each level), batched over hypotheses (:meth:`settle_steps`).
     3. They are scored again on the finest field, against the local chance level of
        ``chance_window`` pixels (the plain score's wide basin serves the grid; the local one
-       ranks hypotheses that sit on their edges more sharply); the best ``keep`` are returned,
-       all of them starts for the refiner, whose own score (the inlier share of the visible
-       points) picks the result.
+       ranks hypotheses that sit on their edges more sharply), the ``more`` channels (the
+       markings on the ground) counting with the edge points; the best ``keep`` are
+       returned, all of them starts for the refiner, whose own score (the inlier share of
+       the visible points) picks the result. With the markings in this ranking, 26 of the
+       first 48 ``same_frame`` pairs of a synthetic test world registered instead of 20
+       (pairs 24-47: 9 instead of 4; at twice their weight also 9).
 
     Why so many: a grid hypothesis lies up to half a spacing off (0.5 m and 2.5 deg on the
     default grid of a ``same_frame`` prior), 20-35 pixels on the finest field, so the grid's own
@@ -318,7 +324,7 @@ class PlanarSearch(PoseSearch):
         offsets[1:, 0], offsets[1:, 1], offsets[1:, 5] = x, y, yaw
         return offsets
 
-    def search(self, pyramid, points, weights, prior, occluders=None):
+    def search(self, pyramid, points, weights, prior, occluders=None, more=()):
         """Score the grid, settle the best, score again; see the class docstring."""
         if occluders is None or len(occluders) == 0:
             occluders = np.zeros((0, 3))
@@ -337,7 +343,12 @@ class PlanarSearch(PoseSearch):
         if self.chance_window > 1:
             checked = VisibleScorer(pyramid[0], points, weights, occluders, self.device,
                                     chance_window=self.chance_window)
-        return _best(T, checked.score(T), self.keep)
+        ranked, total = checked.score(T) * checked.total, checked.total
+        for channel in more:
+            scorer = VisibleScorer(channel.pyramid[0], channel.points, channel.weights,
+                                   occluders, self.device, chance_window=self.chance_window)
+            ranked, total = ranked + scorer.score(T) * scorer.total, total + scorer.total
+        return _best(T, ranked / total, self.keep)
 
     @torch.inference_mode()
     def settle_steps(self, field: CostField, points: np.ndarray, weights: np.ndarray,
@@ -437,12 +448,14 @@ class SixDofSearch(PoseSearch):
         engine = torch.quasirandom.SobolEngine(6, scramble=True, seed=self.seed)
         return (engine.draw(n, dtype=torch.float64).numpy() * 2.0 - 1.0) * half_ranges
 
-    def search(self, pyramid, points, weights, prior, occluders=None):
+    def search(self, pyramid, points, weights, prior, occluders=None, more=()):
         """
         Sample, keep the best, sample around them on the next finer field.
 
         Level ``i`` uses pyramid level ``max(len(pyramid) - 1 - i, 0)``; the occluders are
-        not used (within a prior's usual ranges the points in view hardly change).
+        not used (within a prior's usual ranges the points in view hardly change), nor is
+        ``more``: markings in this search cost converged pairs (see
+        :class:`~.edge.EdgeRegistrar`).
         """
         half = np.concatenate([prior.translation_range, prior.rotation_range])
         offsets = np.concatenate([np.zeros((1, 6)), self._sobol(self.samples, half)])
