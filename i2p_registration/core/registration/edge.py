@@ -48,11 +48,13 @@ class EdgeRegistrar(Registrar):
     :param candidates: search hypotheses refined besides the prior itself (always a start when
         there is a refiner); the best refined score wins. None: as many as the search names
         (its ``starts``: 3 for the 6-DoF search, all 128 it returns for the planar one). The
-        search ranks by a soft cost over all depth edge points, the result by the inlier share
-        of the visible ones, and the two can disagree: on the first 300 pairs of the demo drive
-        (32 lines, a few hundred edge points per pair), 26 estimates ended 5-8 deg off, and for
-        25 of them the truth scored higher than the estimate while every search candidate
-        started 3.4 deg or more away from it. With the prior as one of three starts instead of
+        search ranks by a score over the edge points in view, the result by the inlier share
+        of the visible ones, and the two can disagree. When the search still ranked by the
+        soft score over all depth edge points (see :mod:`~.search`), on the first 300 pairs of
+        the demo drive (32 lines, a few hundred edge points per pair), 26 estimates ended 5-8
+        deg off, and for 25 of them the truth scored higher than the estimate while every
+        search candidate started 3.4 deg or more away from it. With the prior as one of three
+        starts instead of
         the third candidate, the share of the 1176 pairs of two replayed 60 s drives (seeds 0
         and 7) within 2 m / 5 deg rose from 92 % to 99.9 % and 99.0 %; the synthetic ``nearby``
         protocol (200 pairs, prior 5 deg / 0.5 m off) converged 71.4 % instead of 67.8 % (both
