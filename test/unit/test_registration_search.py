@@ -133,13 +133,18 @@ def test_local_chance_discounts_regions_dense_with_edges(features):
     assert abs(score(31)) < 1e-4
 
 
+def _planar_offsets(T_cam_lidar: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Return ``count`` hypotheses moved by up to 0.4 m and 2 deg on the ground plane."""
+    rng = np.random.default_rng(seed)
+    offsets = [make_transform(so3_exp([0.0, 0.0, a]), [x, y, 0.0]) for x, y, a in zip(
+        rng.uniform(-0.4, 0.4, count), rng.uniform(-0.4, 0.4, count),
+        rng.uniform(-np.radians(2.0), np.radians(2.0), count))]
+    return np.stack([T_cam_lidar @ P for P in offsets])
+
+
 def test_settling_moves_planar_offsets_onto_the_truth(features):
     scene, pyramid, points, weights = features
-    rng = np.random.default_rng(5)
-    offsets = [make_transform(so3_exp([0.0, 0.0, a]), [x, y, 0.0]) for x, y, a in zip(
-        rng.uniform(-0.4, 0.4, 16), rng.uniform(-0.4, 0.4, 16),
-        rng.uniform(-np.radians(2.0), np.radians(2.0), 16))]
-    T = np.stack([scene.T_cam_lidar @ P for P in offsets])
+    T = _planar_offsets(scene.T_cam_lidar, 16, seed=5)
     search = PlanarSearch()
     edges = (EdgeChannel(pyramid, points, weights),)
     settled = search.settle_steps(edges, search.settle_steps(edges, T, level=1), level=0)
@@ -156,11 +161,8 @@ def test_settling_moves_planar_offsets_onto_the_truth(features):
 
 def test_settling_sums_the_pull_of_every_channel(features):
     scene, pyramid, points, weights = features
-    rng = np.random.default_rng(6)
-    offsets = [make_transform(so3_exp([0.0, 0.0, a]), [x, y, 0.0]) for x, y, a in zip(
-        rng.uniform(-0.4, 0.4, 8), rng.uniform(-0.4, 0.4, 8),
-        rng.uniform(-np.radians(2.0), np.radians(2.0), 8))]
-    T = np.stack([scene.T_cam_lidar @ P for P in offsets])
+    T = _planar_offsets(scene.T_cam_lidar, 8, seed=6)
+    rng = np.random.default_rng(7)
     search = PlanarSearch()
     edges = EdgeChannel(pyramid, points, weights)
     alone = search.settle_steps((edges,), T)
