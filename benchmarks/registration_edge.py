@@ -23,7 +23,8 @@ prior's ranges, ranked against a local chance level; robust LM with Huber then C
 pose-prior term, started from the prior and from the three best hypotheses); the
 ``depth_only`` figures score the same pairs without intensity edges (so without markings too).
 The ``same_frame`` figures use the planar search instead (a grid over the whole ground plane of
-the prior's ranges, settled by batched Gauss-Newton steps; the LM starts from its best 128).
+the prior's ranges, settled by batched Gauss-Newton steps on the edge points and the markings;
+the LM starts from its best 128).
 
 Run: ``python benchmarks/registration_edge.py [--quick] [--synthetic ROOT]``.
 """
