@@ -347,6 +347,13 @@ def test_ground_markings_are_flat_intensity_edges_matched_in_every_orientation()
     (channel,) = search.more
     assert len(channel.points) > 100 and np.all(channel.weights == 0.5)
     np.testing.assert_allclose(channel.points[:, 2], GROUND_Z, atol=0.01)
+    # A scan of one intensity shows no markings: it gets no channel (and no cost pyramid is
+    # built for one).
+    cloud = scene.cloud
+    uniform = CloudFrame(cloud.points, cloud.stamp_ns, cloud.frame_id,
+                         np.full_like(cloud.intensity, 0.5), cloud.ring)
+    result = registrar.register(scene.image, uniform, Prior(scene.T_cam_lidar))
+    assert result.status == Status.OK and search.more == ()
 
 
 class _RecordingSearch(SixDofSearch):

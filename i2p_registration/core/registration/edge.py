@@ -161,8 +161,6 @@ class EdgeRegistrar(Registrar):
                 raise RegistrationFailure('no edges in the image (uniform or blank image)')
             top_pyramid = (edge_pyramid(tops, K, self.pyramid_levels, self.truncation)
                            if self.use_tops else None)
-            marking_pyramid = (edge_pyramid(edges, K, self.pyramid_levels, self.truncation)
-                               if self.use_markings else None)
         with timer('lidar_features'):
             try:
                 geometry = ScanGeometry.of(cloud.points, cloud.ring) if len(cloud) >= 3 else None
@@ -176,8 +174,12 @@ class EdgeRegistrar(Registrar):
                 top_points, top_weights = self._top_features(cloud, image, prior, geometry)
                 more.append(EdgeChannel(top_pyramid, top_points,
                                         self.top_weight_of(geometry) * top_weights))
-            marking_channels = ((EdgeChannel(marking_pyramid, *markings),)
-                                if self.use_markings else ())
+        marking_channels = ()
+        if len(markings[0]):
+            # The markings' own cost pyramid (all edges) only for scans that show markings.
+            with timer('image_features'):
+                marking_channels = (EdgeChannel(edge_pyramid(
+                    edges, K, self.pyramid_levels, self.truncation), *markings),)
             more.extend(marking_channels)
         with timer('search'):
             starts = prior.T_cam_lidar[None]
