@@ -14,7 +14,7 @@ from i2p_registration.core.registration.lidar_edges import (cross_line_edges, de
                                                             scan_lines, ScanGeometry,
                                                             ScanLineError)
 from i2p_registration.core.registration.refine import EdgeChannel, EdgeRefiner
-from i2p_registration.core.registration.search import SixDofSearch
+from i2p_registration.core.registration.search import PoseSearch, SixDofSearch
 from i2p_registration.core.sensors import CloudFrame, ImageFrame
 import numpy as np
 import pytest
@@ -362,6 +362,43 @@ class _RecordingSearch(SixDofSearch):
     def search(self, pyramid, points, weights, prior, occluders=None, more=()):
         self.weights, self.more = weights.copy(), more
         return super().search(pyramid, points, weights, prior, occluders, more)
+
+
+class _GivenSearch(PoseSearch):
+    """A search that returns the hypotheses it was given."""
+
+    def __init__(self, T):
+        super().__init__(keep=len(T), starts=len(T))
+        self.T = np.asarray(T)
+
+    def search(self, pyramid, points, weights, prior, occluders=None, more=()):
+        return self.T, np.zeros(len(self.T))
+
+
+class _CountingRefiner(EdgeRefiner):
+    """The refiner, keeping the levels of each call."""
+
+    def refine(self, *args, levels=None, **kwargs):
+        self.calls.append(None if levels is None else list(levels))
+        return super().refine(*args, levels=levels, **kwargs)
+
+
+def test_starts_that_meet_on_the_coarsest_level_are_refined_once():
+    scene = make_scene(seed=1)
+    prior = Prior(scene.T_cam_lidar @ make_transform(so3_exp(np.radians([1.0, -1.0, 0.5])),
+                                                     [0.2, -0.1, 0.1]))
+    results = []
+    for hypotheses in ([], [prior.T_cam_lidar] * 3):
+        refiner = _CountingRefiner(get_kernel('huber', 2.0))
+        refiner.calls = []
+        search = _GivenSearch(hypotheses) if hypotheses else None
+        registrar = EdgeRegistrar(CannyEdges(), refiner, search)
+        results.append(registrar.register(scene.image, scene.cloud, prior))
+        # Every start runs the coarsest level (2); only the first goes on to the finer ones.
+        assert refiner.calls == [[2], [1, 0]] + [[2]] * len(hypotheses), refiner.calls
+    # Four copies of one start give what the one start gives, closer than the start (1.5 deg).
+    np.testing.assert_array_equal(results[1].T_cam_lidar, results[0].T_cam_lidar)
+    assert rre_geodesic(results[0].T_cam_lidar, scene.T_cam_lidar) < 0.75
 
 
 def test_intensity_edges_refine_but_do_not_search():

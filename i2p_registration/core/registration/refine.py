@@ -12,6 +12,7 @@ so with ``a = (d(u, v) / d p)^T grad C`` the row is ``(a, p x a)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from i2p_registration.core.geometry import geodesic_angle, inverse
@@ -154,7 +155,8 @@ class EdgeRefiner:
     def refine(self, pyramid: list[CostField], points: np.ndarray, weights: np.ndarray,
                occluders: np.ndarray, T0: np.ndarray, T_prior: np.ndarray | None = None,
                prior_ranges: np.ndarray | None = None, more: tuple[EdgeChannel, ...] = (),
-               polish: bool = True) -> LMResult:
+               polish: bool = True, levels: Sequence[int] | None = None,
+               origin: np.ndarray | None = None) -> LMResult:
         """
         Refine ``T0`` from the coarsest pyramid level to the finest.
 
@@ -174,14 +176,20 @@ class EdgeRefiner:
             those of ``points``.
         :param polish: end with the :meth:`polish` pass (when there is a ``final_kernel``);
             False leaves it to the caller, e.g. for the best of several refinements only.
+        :param levels: the pyramid levels to run, in the order given (default: all, coarsest
+            first); with it a refinement can stop after some levels and go on later.
+        :param origin: the start the divergence test measures from, and the prior term's
+            anchor when there is no ``T_prior`` (default ``T0``), e.g. the start of a
+            refinement that goes on from ``T0``.
         :return: the LM result of the last pass (its covariance is in working pixels).
         :raises RegistrationFailure: too few visible points, a singular system, or divergence.
         """
-        passes = [(level, self.kernel) for level in reversed(range(len(pyramid)))]
+        levels = reversed(range(len(pyramid))) if levels is None else levels
+        passes = [(level, self.kernel) for level in levels]
         if polish and self.final_kernel is not None:
             passes.append((0, self.final_kernel))
         return self._run(passes, pyramid, points, weights, occluders, T0, T_prior,
-                         prior_ranges, more)
+                         prior_ranges, more, origin)
 
     def polish(self, pyramid: list[CostField], points: np.ndarray, weights: np.ndarray,
                occluders: np.ndarray, T0: np.ndarray, T_prior: np.ndarray | None = None,
@@ -194,7 +202,7 @@ class EdgeRefiner:
                          T_prior, prior_ranges, more)
 
     def _run(self, passes, pyramid, points, weights, occluders, T0, T_prior, prior_ranges,
-             more) -> LMResult:
+             more, origin=None) -> LMResult:
         """Run LM passes ``(pyramid level, kernel)`` in order from ``T0``."""
         if any(len(channel.pyramid) != len(pyramid) for channel in more):
             raise ValueError('every edge channel needs as many pyramid levels as the first')
@@ -206,7 +214,8 @@ class EdgeRefiner:
         if ranges is not None and self.prior_weight > 0 and np.all(
                 ranges[3:] <= self.max_prior_rotation):
             information = np.diag(self.prior_weight / np.maximum(ranges, 1e-6) ** 2)
-        anchor = None if information is None else (T0 if T_prior is None else T_prior)
+        start = T0 if origin is None else origin
+        anchor = None if information is None else (start if T_prior is None else T_prior)
         T = np.asarray(T0, dtype=np.float64)
         lm = None
         for level, kernel in passes:
@@ -226,7 +235,7 @@ class EdgeRefiner:
                 cost_tolerance=self.cost_tolerance, T_prior=anchor,
                 prior_information=information)
             T = lm.T
-            self._check_divergence(T0, T)
+            self._check_divergence(start, T)
         return lm
 
     def _check_divergence(self, T0: np.ndarray, T: np.ndarray) -> None:
