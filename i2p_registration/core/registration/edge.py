@@ -12,7 +12,7 @@ unweighted.
 
 from __future__ import annotations
 
-from i2p_registration.core.geometry import geodesic_angle, inverse
+from i2p_registration.core.metrics import rre_geodesic, rte
 from i2p_registration.core.preprocess import frustum_mask, range_mask, voxel_downsample
 from i2p_registration.core.registration.base import (Prior, Registrar, RegistrationFailure,
                                                      RegistrationResult, StageTimer, Status)
@@ -28,9 +28,9 @@ import numpy as np
 # Median line spacing (radians) of the LiDAR that ``top_weight`` was measured with (the 64-line
 # LiDAR of the synthetic test worlds).
 TOP_LINE_SPACING = np.radians(0.35)
-# Starts whose coarsest LM level ends closer than this are refined once (metres, radians).
+# Starts whose coarsest LM level ends closer than this are refined once (metres, degrees).
 MERGE_TRANSLATION = 0.01
-MERGE_ROTATION = np.radians(0.05)
+MERGE_ROTATION_DEG = 0.05
 
 
 class EdgeRegistrar(Registrar):
@@ -306,8 +306,8 @@ class EdgeRegistrar(Registrar):
         Refine each start, then polish the best score; return ``(T, covariance, converged)``.
 
         A start that ends the coarsest level within ``MERGE_TRANSLATION`` and
-        ``MERGE_ROTATION`` of an earlier one is not refined further: the 6-DoF search's starts
-        mostly meet (on pjlab_scene3 at 160x512 the refine stage took 96-103 ms instead of
+        ``MERGE_ROTATION_DEG`` of an earlier one is not refined further: the 6-DoF search's
+        starts mostly meet (on pjlab_scene3 at 160x512 the refine stage took 96-103 ms instead of
         112-118 ms; 192 of 199 ``nearby`` pairs converged either way).
 
         A polish that fails (diverges, too few points) leaves the best refinement as it was.
@@ -325,7 +325,8 @@ class EdgeRegistrar(Registrar):
                                          levels=[coarsest])
                 # A start that ends the coarsest level where an earlier one did would follow
                 # it through the finer levels too.
-                if any(_same_pose(lm.T, T) for T in met):
+                if any(rte(lm.T, T) < MERGE_TRANSLATION
+                       and rre_geodesic(lm.T, T) < MERGE_ROTATION_DEG for T in met):
                     continue
                 met.append(lm.T)
                 if coarsest > 0:
@@ -359,11 +360,3 @@ class EdgeRegistrar(Registrar):
         inlier = cost * pyramid[0].scale < self.inlier_px
         score = float(np.sum(weights[mask] * inlier) / max(np.sum(weights[mask]), 1e-12))
         return score, float(np.mean(inlier)), int(mask.sum())
-
-
-def _same_pose(A: np.ndarray, B: np.ndarray, translation: float = MERGE_TRANSLATION,
-               rotation: float = MERGE_ROTATION) -> bool:
-    """Return whether two ``T_cam_lidar`` differ by less than the given metres and radians."""
-    delta = inverse(A) @ B
-    return bool(np.linalg.norm(delta[:3, 3]) < translation
-                and geodesic_angle(np.eye(3), delta[:3, :3]) < rotation)
